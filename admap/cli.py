@@ -1,0 +1,61 @@
+"""The `admap` command line: flags are generated from each command's config dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from admap import __version__
+from admap.config import add_arguments, from_arguments
+from admap.errors import InputError
+from admap.pipeline import MapConfig, SelectConfig, run_map, run_select
+
+COMMANDS = {
+    "map": (MapConfig, "score, map and split a preference dataset; write pairs, figure and summary"),
+    "select": (SelectConfig, "write one subset's DPO pairs (TRL format) from a map run"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="admap", description="Alignment Data Maps of LLM preference data.")
+    parser.add_argument("--version", action="version", version=f"admap {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (config_class, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=config_class.__doc__)
+        sub.add_argument("--config", help="YAML file of defaults for these flags (flags win; unknown keys refused)")
+        sub.add_argument(
+            "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only"
+        )
+        add_arguments(sub, config_class)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    quiet = getattr(namespace, "quiet", False)
+    if hasattr(namespace, "quiet"):
+        del namespace.quiet
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    config_class, _ = COMMANDS[namespace.command]
+    try:
+        config = from_arguments(config_class, namespace)
+        if namespace.command == "map":
+            run_dir = run_map(config, progress=not quiet)
+            print(run_dir)
+        else:
+            print(run_select(config))
+    except (InputError, ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        logging.getLogger("admap").error("%s", message)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Command configuration: one dataclass per command, turned into CLI flags and YAML schemas.
+
+Fields carry their help text in ``metadata["help"]``; nested dataclasses (such as `LoadOptions`)
+become flat flags. A YAML file (``--config``) gives defaults that flags override; unknown keys
+are refused with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False, **kwargs: Any) -> Any:
+    metadata = {"help": help, "positional": positional}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _leaf_fields(cls: type) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
+    """``(path, field, type)`` for every non-dataclass field, nested dataclasses flattened."""
+    hints = typing.get_type_hints(cls)
+    leaves = []
+    for field in dataclasses.fields(cls):
+        if not field.init:
+            continue
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            leaves += [((field.name, *path), f, t) for path, f, t in _leaf_fields(kind)]
+        else:
+            leaves.append(((field.name,), field, kind))
+    return leaves
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field (``--field-name``); booleans become ``--flag/--no-flag``."""
+    seen: set[str] = set()
+    for path, field, annotation in _leaf_fields(cls):
+        name = path[-1]
+        if name in seen:
+            raise TypeError(f"{cls.__name__}: field name {name!r} appears twice once flattened")
+        seen.add(name)
+        kind, optional = _unwrap_optional(annotation)
+        help_text = field.metadata.get("help", "")
+        default = field.default if field.default is not dataclasses.MISSING else None
+        if field.metadata.get("positional"):
+            has_default = optional or field.default is not dataclasses.MISSING
+            parser.add_argument(name, nargs="?" if has_default else None, default=argparse.SUPPRESS, help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {default})",
+            )
+        else:
+            choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
+            convert = type(choices[0]) if choices else kind
+            parser.add_argument(
+                flag,
+                type=convert,
+                choices=choices,
+                default=argparse.SUPPRESS,
+                dest=name,
+                metavar=None if choices else name.upper(),
+                help=f"{help_text} (default: {default})",
+            )
+
+
+def _nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, _, _ in _leaf_fields(cls):
+        if path[-1] in flat:
+            target = nested
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = flat[path[-1]]
+    return nested
+
+
+def build(cls: type[T], values: dict[str, Any], *, source: str = "config") -> T:
+    """Instantiate ``cls`` from nested ``values``, refusing unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: '{name}' must be a mapping")
+            value = build(hints[name], value, source=f"{source}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of keys to values")
+    return data
+
+
+def from_arguments(cls: type[T], namespace: argparse.Namespace) -> T:
+    """Defaults, then the YAML file in ``namespace.config`` if any, then the flags given."""
+    flags = {k: v for k, v in vars(namespace).items() if k not in ("config", "command", "handler")}
+    values: dict[str, Any] = {}
+    config_path = getattr(namespace, "config", None)
+    if config_path:
+        values = read_yaml(config_path)
+        build(cls, values, source=str(config_path))  # validate the file on its own first
+    overrides = _nest(cls, flags)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    return build(cls, values, source=str(config_path or "command line"))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,92 @@
+"""Local causal LMs through transformers: any hub id or path, or the packaged SmolLM2 GGUF."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from admap.generate.base import GENERATORS, Messages
+from admap.models import DEFAULT_GENERATOR_MODEL, pick_device, resolve_generator_model
+
+logger = logging.getLogger(__name__)
+
+
+def load_causal_lm(model: str, device: str = "cpu"):
+    """``(model, tokenizer)``; a GGUF checkpoint is dequantised to fp32 by transformers (about 25 s)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, gguf_file = resolve_generator_model(model)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    logger.info("loading %s%s on %s", path, f" ({gguf_file})" if gguf_file else "", device)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+    lm = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype).to(device).eval()
+    # Decoder-only batches are padded on the left so that generation continues every prompt.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return lm, tokenizer
+
+
+@GENERATORS.register("transformers")
+@dataclass
+class TransformersGenerator:
+    """Batched generation with a local model; greedy unless ``temperature`` > 0."""
+
+    model: str = DEFAULT_GENERATOR_MODEL
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.1
+    batch_size: int = 16
+    seed: int = 42
+    device: str = "auto"
+    progress: bool = True
+    name: str = "transformers"
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            self.device = pick_device(self.device)
+            self._loaded = load_causal_lm(self.model, self.device)
+        return self._loaded
+
+    def generate(self, conversations: Sequence[Messages]) -> list[str]:
+        import torch
+
+        lm, tokenizer = self._load()
+        torch.manual_seed(self.seed)
+        # Longest prompts first: batches of similar length waste less padding.
+        order = sorted(range(len(conversations)), key=lambda i: -sum(len(m["content"]) for m in conversations[i]))
+        replies: list[str] = [""] * len(conversations)
+        sampling = {"do_sample": False}
+        if self.temperature > 0:
+            sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc=f"generating ({self.model})", unit=" batch", disable=not self.progress):
+            prompts = [
+                tokenizer.apply_chat_template(conversations[i], tokenize=False, add_generation_prompt=True)
+                for i in batch
+            ]
+            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+            with torch.inference_mode():
+                output = lm.generate(
+                    **encoded,
+                    max_new_tokens=self.max_new_tokens,
+                    repetition_penalty=self.repetition_penalty,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **sampling,
+                )
+            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                replies[i] = text.strip()
+        return replies

@@ -1,0 +1,126 @@
+"""Pair datasets: one (chosen, rejected) judgment per record, regrouped per instruction later.
+
+Formats: TRL preference records and HuggingFaceH4/ultrafeedback_binarized (``prompt``,
+``chosen``, ``rejected`` as strings or message lists, optional ``score_chosen``,
+``score_rejected``, ``prompt_id``), and Alpaca-style pairs (``instruction``, ``input``,
+``chosen``, ``rejected``) as the paper's pipeline emits them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from admap.errors import RowError
+from admap.load.base import FORMATS, LoadOptions, read_proxy
+from admap.load.fields import check_messages, check_rating, check_text, require_text
+from admap.load.schema import ParsedResponse, ParsedRow, render_prompt
+
+
+def pair_row(
+    prompt_messages: list[dict[str, str]],
+    chosen: str,
+    rejected: str,
+    *,
+    chosen_field: str = "chosen",
+    rejected_field: str = "rejected",
+    chosen_rating: float = math.nan,
+    rejected_rating: float = math.nan,
+    instruction_id: str | None = None,
+    proxy_response: str | None = None,
+) -> ParsedRow:
+    if chosen == rejected:
+        raise RowError(rejected_field, f"is identical to '{chosen_field}'")
+    return ParsedRow(
+        instruction=render_prompt(prompt_messages),
+        prompt_messages=prompt_messages,
+        responses=[
+            ParsedResponse(text=chosen, field=chosen_field, rating=chosen_rating),
+            ParsedResponse(text=rejected, field=rejected_field, rating=rejected_rating),
+        ],
+        preferences=[(0, 1)],
+        instruction_id=instruction_id,
+        proxy_response=proxy_response,
+    )
+
+
+def _completion(value: Any, field: str) -> tuple[str, list[dict[str, str]]]:
+    """A response given as a string, or as a message list whose last message is the assistant's."""
+    if isinstance(value, list):
+        messages = check_messages(value, field)
+        last = messages[-1]
+        if last["role"] != "assistant":
+            raise RowError(
+                f"{field}[{len(messages) - 1}].role", f"last message must be 'assistant', got {last['role']!r}"
+            )
+        return last["content"], messages[:-1]
+    return check_text(value, field), []
+
+
+def _optional_rating(record: Mapping[str, Any], key: str) -> float:
+    return check_rating(record[key], key) if key in record else math.nan
+
+
+class Preference:
+    name = "preference"
+    description = "TRL / ultrafeedback_binarized: prompt, chosen, rejected (strings or message lists)"
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        if "chosen" not in record or "rejected" not in record:
+            return False
+        return "prompt" in record or isinstance(record["chosen"], list)
+
+    def parse(self, record: Mapping[str, Any], options: LoadOptions) -> ParsedRow:
+        for key in ("chosen", "rejected"):
+            if key not in record:
+                raise RowError(key, "missing")
+        chosen, chosen_context = _completion(record["chosen"], "chosen")
+        rejected, rejected_context = _completion(record["rejected"], "rejected")
+        prompt = record.get("prompt")
+        if isinstance(prompt, list):
+            prompt_messages = check_messages(prompt, "prompt")
+        elif chosen_context:
+            # Binarized and implicit-prompt TRL rows repeat the prompt turns inside each completion.
+            if rejected_context != chosen_context:
+                raise RowError("rejected", "its prompt turns differ from those of 'chosen'")
+            prompt_messages = chosen_context
+        elif prompt is not None:
+            prompt_messages = [{"role": "user", "content": check_text(prompt, "prompt")}]
+        else:
+            raise RowError("prompt", "missing, and 'chosen' carries no prompt turns")
+        prompt_id = record.get("prompt_id")
+        return pair_row(
+            prompt_messages,
+            chosen,
+            rejected,
+            chosen_rating=_optional_rating(record, "score_chosen"),
+            rejected_rating=_optional_rating(record, "score_rejected"),
+            instruction_id=check_text(str(prompt_id), "prompt_id") if prompt_id is not None else None,
+            proxy_response=read_proxy(record, options),
+        )
+
+
+class Alpaca:
+    name = "alpaca"
+    description = "Alpaca-style pairs: instruction, input, chosen, rejected"
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        return {"instruction", "chosen", "rejected"} <= set(record) and isinstance(record["chosen"], str)
+
+    def parse(self, record: Mapping[str, Any], options: LoadOptions) -> ParsedRow:
+        instruction = require_text(record, "instruction")
+        extra_input = record.get("input")
+        if extra_input is not None and not isinstance(extra_input, str):
+            raise RowError("input", f"must be a string, got {type(extra_input).__name__}")
+        content = f"{instruction}\n\n{extra_input}" if extra_input and extra_input.strip() else instruction
+        return pair_row(
+            [{"role": "user", "content": content}],
+            require_text(record, "chosen"),
+            require_text(record, "rejected"),
+            proxy_response=read_proxy(record, options),
+        )
+
+
+FORMATS.register(Preference.name)(Preference())
+FORMATS.register(Alpaca.name)(Alpaca())

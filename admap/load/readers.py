@@ -1,0 +1,153 @@
+"""Read raw records, each with its row number, from local files or the Hugging Face hub.
+
+Row numbers are what a person finds in the file: the line for JSONL and CSV (the CSV
+header is line 1), the 1-based record index for JSON arrays, Parquet and hub datasets.
+A malformed record is yielded as a `RowError` so that the caller decides to stop or skip.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from admap.errors import InputError, RowError
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    return suffixes[-1].lower() if suffixes else ""
+
+
+def _open_text(path: Path):
+    # utf-8-sig: a byte-order mark some editors write is not part of the first record.
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Record | RowError]]:
+    # Lines are decoded one by one, so that a line that is not UTF-8 is one bad row, located.
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            if line_number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield line_number, RowError("<line>", f"not UTF-8 text ({error.reason} at byte {error.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield line_number, RowError("<line>", f"malformed JSON ({error.msg} at column {error.colno})")
+                continue
+            if not isinstance(record, dict):
+                yield line_number, RowError("<line>", f"expected a JSON object, got {type(record).__name__}")
+                continue
+            yield line_number, record
+
+
+def _read_json(path: Path) -> Iterator[tuple[int, Record | RowError]]:
+    with _open_text(path) as handle:
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise InputError(str(path), error.lineno, None, f"malformed JSON: {error.msg}") from None
+    if not isinstance(data, list):
+        raise InputError(
+            str(path), None, None, "a .json file must hold a list of records (use .jsonl for one per line)"
+        )
+    for index, record in enumerate(data, start=1):
+        if isinstance(record, dict):
+            yield index, record
+        else:
+            yield index, RowError("<record>", f"expected an object, got {type(record).__name__}")
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, Record | RowError]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(str(path), None, None, f"not a readable Parquet file ({error})") from None
+    index = 0
+    for batch in parquet.iter_batches(batch_size=4096):
+        for record in batch.to_pylist():
+            index += 1
+            yield index, record
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, Record | RowError]]:
+    import pandas as pd
+
+    # keep_default_na=False: an empty cell stays "" and is reported as empty, not turned into NaN.
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(str(path), None, None, "holds no records (empty file, not even a header line)") from None
+    except pd.errors.ParserError as error:
+        raise InputError(str(path), None, None, f"malformed CSV ({error})") from None
+    for index, record in enumerate(frame.to_dict(orient="records")):
+        yield index + 2, record
+
+
+def _read_hub(name: str, split: str | None) -> Iterator[tuple[int, Record | RowError]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, split=split or "train")
+    except Exception as error:  # datasets raises many types for offline, missing and gated datasets
+        raise InputError(
+            name,
+            None,
+            None,
+            f"not a local file, and loading it from the Hugging Face hub failed ({type(error).__name__}: {error})",
+        ) from error
+    for index, record in enumerate(dataset, start=1):
+        yield index, dict(record)
+
+
+def _undecodable_as_input_error(
+    source: str, records: Iterator[tuple[int, Record | RowError]]
+) -> Iterator[tuple[int, Record | RowError]]:
+    last_row = 0
+    try:
+        for last_row, record in records:
+            yield last_row, record
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise InputError(
+            source, None, None, f"unreadable after row {last_row} ({type(error).__name__}: {error}); is it UTF-8 text?"
+        ) from None
+
+
+def read_records(source: str, *, split: str | None = None) -> Iterator[tuple[int, Record | RowError]]:
+    """Yield ``(row_number, record)`` from a local file or a hub dataset id."""
+    path = Path(source)
+    if path.exists():
+        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
+        reader = readers.get(_suffix(path))
+        if reader is None:
+            raise InputError(
+                source, None, None, f"unknown file type; expected one of {', '.join(LOCAL_SUFFIXES)} (optionally .gz)"
+            )
+        logger.info("reading %s", source)
+        return _undecodable_as_input_error(source, reader(path))
+    if _suffix(path) in LOCAL_SUFFIXES:
+        raise InputError(source, None, None, "file not found")
+    logger.info("loading %s (split %s) from the Hugging Face hub", source, split or "train")
+    return _read_hub(source, split)

@@ -1,0 +1,83 @@
+"""Proxy (reference) responses: from a dataset column, a side file, or a generator.
+
+A side file is any readable table with an id (``instruction_id`` or ``prompt_id``) or the
+``instruction`` text, and the proxy text (``proxy_response``, ``proxy`` or ``response``).
+Instructions the column and file leave without a proxy are written by the generator.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+
+from admap.errors import InputError
+from admap.generate import Generator, with_system_prompt
+from admap.load.fields import check_text
+from admap.load.readers import read_records
+
+logger = logging.getLogger(__name__)
+
+ID_KEYS = ("instruction_id", "prompt_id")
+TEXT_KEYS = ("proxy_response", "proxy", "response")
+
+
+def read_proxy_file(path: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``(by_id, by_instruction_text)`` from a side file; a bad row is an `InputError`."""
+    by_id: dict[str, str] = {}
+    by_text: dict[str, str] = {}
+    for row, record in read_records(path):
+        if not isinstance(record, dict):
+            raise InputError(path, row, record.field, record.reason)
+        text_key = next((k for k in TEXT_KEYS if k in record), None)
+        if text_key is None:
+            raise InputError(path, row, "proxy_response", f"missing (one of {', '.join(TEXT_KEYS)} is needed)")
+        try:
+            text = check_text(record[text_key], text_key)
+        except ValueError as error:
+            raise InputError(path, row, text_key, getattr(error, "reason", str(error))) from None
+        id_key = next((k for k in ID_KEYS if record.get(k) is not None), None)
+        if id_key is not None:
+            by_id[str(record[id_key])] = text
+        elif isinstance(record.get("instruction"), str):
+            by_text[record["instruction"]] = text
+        else:
+            raise InputError(path, row, "instruction_id", f"missing (one of {', '.join(ID_KEYS)} or 'instruction')")
+    return by_id, by_text
+
+
+def attach_proxies(
+    instructions: pd.DataFrame,
+    *,
+    proxy_file: str | None = None,
+    generator: Generator | None = None,
+    system_prompt: str | None = None,
+) -> pd.DataFrame:
+    """A copy of ``instructions`` with ``proxy_response`` filled and ``proxy_source`` saying from where."""
+    table = instructions.copy()
+    table["proxy_source"] = pd.Series(
+        ["column" if p is not None and p == p else None for p in table["proxy_response"]],
+        index=table.index,
+        dtype=object,
+    )
+    if proxy_file:
+        by_id, by_text = read_proxy_file(proxy_file)
+        from_file = table["instruction_id"].map(by_id)
+        if by_text:
+            from_file = from_file.fillna(table["instruction"].map(by_text))
+        fill = table["proxy_response"].isna() & from_file.notna()
+        table.loc[fill, "proxy_response"] = from_file[fill]
+        table.loc[fill, "proxy_source"] = "file"
+        logger.info("%s: proxies for %d of %d instructions", proxy_file, int(fill.sum()), len(table))
+    missing = table["proxy_response"].isna()
+    if missing.any() and generator is not None:
+        conversations = [
+            with_system_prompt(json.loads(m), system_prompt) for m in table.loc[missing, "prompt_messages"]
+        ]
+        logger.info("generating %d proxy responses with %s", len(conversations), generator.model)
+        replies = generator.generate(conversations)
+        empty = [not r.strip() for r in replies]
+        table.loc[missing, "proxy_response"] = [None if e else r for r, e in zip(replies, empty)]
+        table.loc[missing, "proxy_source"] = [None if e else f"generated:{generator.model}" for e in empty]
+    return table

@@ -1,0 +1,124 @@
+"""Stage 3, score: an alignment score per response.
+
+Every scorer follows one protocol and registers by name. ``reference`` is the paper's
+reference-based score: the cosine similarity between a response's embedding and the
+embedding of its instruction's proxy response.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from admap.embed import encode_unique, load_encoder
+from admap.models import DEFAULT_EMBEDDING_MODEL
+from admap.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+class Scorer(Protocol):
+    """Scores every row of ``responses``: a float array aligned with it, NaN where it cannot.
+
+    ``from_config`` builds the scorer from the `admap map` config, so that each scorer picks
+    the settings it needs and a new scorer is one new registered class.
+    """
+
+    name: str
+    higher_is_better: bool
+    needs_proxy: bool
+
+    @classmethod
+    def from_config(cls, config, *, progress: bool = True) -> Scorer: ...
+
+    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray: ...
+
+
+SCORERS: Registry[type] = Registry("scorer")
+
+
+def paired_inner_products(
+    queries: np.ndarray, database: np.ndarray, database_index: np.ndarray, *, index=None
+) -> tuple[np.ndarray, object]:
+    """``out[i] = queries[i] · database[database_index[i]]`` through a FAISS flat inner-product index.
+
+    Returns the scores and the index (built from ``database`` unless one is passed), for reuse.
+    On unit vectors the inner product is the cosine similarity.
+    """
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
+        raise ValueError(f"shapes do not match: queries {queries.shape}, database {database.shape}")
+    if database_index.shape != (len(queries),):
+        raise ValueError(f"database_index must have shape ({len(queries)},), got {database_index.shape}")
+    if len(queries) and (database_index.min() < 0 or database_index.max() >= len(database)):
+        raise ValueError("database_index points outside the database")
+    if index is None:
+        index = faiss.IndexFlatIP(database.shape[1])
+        index.add(np.ascontiguousarray(database, dtype=np.float32))
+    labels = np.ascontiguousarray(database_index.reshape(-1, 1), dtype=np.int64)
+    distances = np.empty((len(queries), 1), dtype=np.float32)
+    # compute_distance_subset scores each query against its own listed ids only: no all-pairs work.
+    index.compute_distance_subset(
+        len(queries), faiss.swig_ptr(queries), 1, faiss.swig_ptr(distances), faiss.swig_ptr(labels)
+    )
+    return distances[:, 0], index
+
+
+def reference_scores(
+    response_embeddings: np.ndarray, proxy_embeddings: np.ndarray, proxy_of_response: np.ndarray
+) -> np.ndarray:
+    """Cosine similarity of each response to its proxy; inputs are unit-length float32 rows."""
+    scores, _ = paired_inner_products(response_embeddings, proxy_embeddings, proxy_of_response)
+    return scores
+
+
+@SCORERS.register("reference")
+@dataclass
+class ReferenceScorer:
+    """Similarity to the proxy response (the paper's reference-based alignment score)."""
+
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    batch_size: int = 64
+    device: str = "auto"
+    progress: bool = True
+    name: str = "reference"
+    higher_is_better: bool = True
+    needs_proxy: bool = True
+
+    @classmethod
+    def from_config(cls, config, *, progress: bool = True) -> ReferenceScorer:
+        return cls(
+            embedding_model=config.embedding_model,
+            batch_size=config.embed_batch_size,
+            device=config.device,
+            progress=progress,
+        )
+
+    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
+        proxies = instructions.set_index("instruction_id")["proxy_response"]
+        response_proxy = responses["instruction_id"].map(proxies)
+        scorable = response_proxy.notna().to_numpy()
+        scores = np.full(len(responses), np.nan, dtype=np.float32)
+        if not scorable.any():
+            return scores
+        proxy_texts = proxies.dropna()
+        texts = list(responses.loc[scorable, "response"]) + list(proxy_texts)
+        encoder = load_encoder(self.embedding_model, device=self.device)
+        unique_embeddings, text_index = encode_unique(
+            encoder, texts, batch_size=self.batch_size, progress=self.progress
+        )
+        n_responses = int(scorable.sum())
+        response_rows = text_index[:n_responses]
+        proxy_rows = text_index[n_responses:]
+        proxy_position = pd.Series(np.arange(len(proxy_texts)), index=proxy_texts.index)
+        proxy_of_response = proxy_position.loc[responses.loc[scorable, "instruction_id"]].to_numpy()
+        scores[scorable] = reference_scores(
+            unique_embeddings[response_rows], unique_embeddings[proxy_rows], proxy_of_response
+        )
+        return scores

@@ -1,0 +1,133 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from admap.cli import build_parser, main
+from admap.config import from_arguments
+from admap.pipeline import MapConfig, SelectConfig, demo_dataset_path
+
+
+def _config(argv):
+    namespace = build_parser().parse_args(argv)
+    if hasattr(namespace, "quiet"):
+        del namespace.quiet
+    return from_arguments({"map": MapConfig, "select": SelectConfig}[namespace.command], namespace)
+
+
+def test_flags_come_from_the_dataclass():
+    config = _config(
+        [
+            "map",
+            "data.jsonl",
+            "--rating-field",
+            "helpfulness",
+            "--region-method",
+            "quantile",
+            "--variance-quantile",
+            "0.5",
+            "--no-plot",
+            "--skip-invalid",
+        ]
+    )
+    assert config.dataset == "data.jsonl"
+    assert config.load.rating_field == "helpfulness"
+    assert config.region_method == "quantile" and config.variance_quantile == 0.5
+    assert config.plot is False and config.skip_invalid is True
+    assert _config(["map"]).dataset == "demo"
+
+
+def test_yaml_gives_defaults_flags_win_unknown_keys_refused(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "x.jsonl", "seed": 7, "load": {"rating_field": "honesty"}}))
+    config = _config(["map", "--config", str(path), "--seed", "9"])
+    assert (config.dataset, config.seed, config.load.rating_field) == ("x.jsonl", 9, "honesty")
+    path.write_text(yaml.safe_dump({"dataset": "x.jsonl", "sede": 7}))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sede'\]"):
+        _config(["map", "--config", str(path)])
+
+
+def test_invalid_values_are_refused_by_name():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["map", "--region-method", "thirds"])
+    with pytest.raises(ValueError, match="variance_threshold"):
+        MapConfig(region_method="absolute")
+    with pytest.raises(KeyError, match="did you mean 'reference'"):
+        MapConfig(scorer="refrence")
+
+
+def test_bad_input_exits_2_with_the_location(tmp_path, caplog):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"instruction": "a", "chosen": "x", "rejected": "y"}\n{"instruction": "b", "chosen": 3, "rejected": "y"}\n'
+    )
+    assert main(["map", str(bad), "--out", str(tmp_path / "run"), "--quiet", "--generator", "none"]) == 2
+    assert f"{bad}, row 2, field 'chosen'" in caplog.text
+
+
+def test_demo_set_ships_with_the_package():
+    rows = [json.loads(line) for line in Path(demo_dataset_path()).read_text().splitlines()]
+    assert len(rows) >= 40
+    ratings = {c["fine-grained_score"] for r in rows for c in r["completions"]}
+    assert ratings == {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert all(2 <= len(r["completions"]) <= 4 for r in rows)
+
+
+@pytest.mark.slow
+def test_default_command_end_to_end(tmp_path):
+    """`admap map` on the demo set with the offline models: every artefact, counts that add up."""
+    run_dir = tmp_path / "demo"
+    completed = subprocess.run(
+        [sys.executable, "-m", "admap.cli", "map", "--out", str(run_dir), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for name in ("scores.parquet", "map.parquet", "proxies.jsonl", "map.png", "summary.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    scores = pd.read_parquet(run_dir / "scores.parquet")
+    map_table = pd.read_parquet(run_dir / "map.parquet")
+    dataset = summary["dataset"]
+    assert dataset["rows_read"] == dataset["instructions"] + dataset["rows_skipped"]
+    assert dataset["responses_read"] == len(scores) + dataset["responses_skipped"] + dataset["responses_merged"]
+    assert scores["alignment_score"].between(-1, 1).all()
+    assert summary["proxies"] == {"generated:SmolLM2-135M-Instruct": len(map_table)}
+    n = int(map_table["is_mapped"].sum())
+    assert summary["regions"]["high_variance"] == n - 2 * n // 3
+    assert sum(summary["regions"].values()) == len(map_table)
+    for subset in ("high_mean", "low_mean", "high_variance", "random", "full"):
+        lines = (run_dir / "pairs" / f"{subset}.jsonl").read_text().splitlines()
+        assert len(lines) == summary["pairs"][subset]["pairs"]
+        record = json.loads(lines[0])
+        assert record["prompt"][0]["role"] == "user" and record["chosen"][0]["role"] == "assistant"
+    assert summary["pairs"]["random"]["instructions"] == summary["pairs"]["high_mean"]["instructions"]
+    # Pairs follow the ratings: chosen rated above rejected.
+    rating = scores.set_index("response_id")["rating"]
+    for line in (run_dir / "pairs" / "full.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert rating[record["chosen_id"]] > rating[record["rejected_id"]]
+
+    out = run_dir / "bv.jsonl"
+    assert (
+        main(
+            [
+                "select",
+                str(run_dir),
+                "--subset",
+                "random",
+                "--pair-rule",
+                "best_vs_random",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert len(out.read_text().splitlines()) <= summary["pairs"]["random"]["instructions"]
