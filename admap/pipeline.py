@@ -2,8 +2,9 @@
 
 A run directory holds ``scores.parquet`` (per response), ``map.parquet`` (per instruction,
 with region), ``proxies.jsonl``, ``pairs/<subset>.jsonl`` (TRL conversational format),
-``preferences.parquet`` (the dataset's own pairs, for pair datasets), ``map.png`` and ``summary.json`` (counts, thresholds, models, versions, seed, timings, and
-every skipped row with its reason).
+``preferences.parquet`` (the dataset's own pairs, for pair datasets), ``map.png`` and
+``summary.json`` (counts, thresholds, models, versions, seed, timings, and every skipped
+row with its reason).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import platform
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from admap.datamap import (
     HIGH_MEAN,
     REGION_METHODS,
     REGIONS,
+    RegionThresholds,
     assign_regions,
     instruction_statistics,
     region_counts,
@@ -71,11 +74,12 @@ class MapConfig:
     generator: str = option("transformers", "generator for missing proxies ('none' to leave them unscored)")
     generator_model: str = option(DEFAULT_GENERATOR_MODEL, "model that writes proxy responses")
     proxy_max_new_tokens: int = option(256, "longest proxy response, in tokens")
-    proxy_batch_size: int = option(16, "prompts per generation batch")
+    proxy_batch_size: int = option(64, "prompts per generation batch (larger batches are faster, also on CPU)")
+    generator_dtype: str = option("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")
     proxy_system_prompt: str = option(PROXY_SYSTEM_PROMPT, "system prompt for proxy generation")
     scorer: str = option("reference", "alignment scorer")
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model (the paper: all-mpnet-base-v2)")
-    embed_batch_size: int = option(64, "texts per embedding batch")
+    embed_batch_size: int | None = option(None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA)")
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     min_responses: int = option(2, "scored responses an instruction needs to be mapped")
     region_method: Literal["paper", "quantile", "absolute"] = option("paper", "how regions are split")
@@ -104,6 +108,10 @@ class MapConfig:
     @property
     def dataset_path(self) -> str:
         return demo_dataset_path() if self.dataset == DEMO_DATASET else self.dataset
+
+    @property
+    def dataset_label(self) -> str:
+        return "admap demo set" if self.dataset == DEMO_DATASET else Path(self.dataset).name
 
     @property
     def run_dir(self) -> Path:
@@ -178,8 +186,59 @@ def _unmapped_reason(row) -> str:
     return f"only {row.n_scored} scored response(s)"
 
 
-def run_map(config: MapConfig, *, progress: bool = True) -> Path:
-    """Run `admap map` and return the run directory."""
+def _proxy_generator(config: MapConfig, *, progress: bool):
+    if config.generator == "none":
+        return None
+    return GENERATORS.get(config.generator)(
+        model=config.generator_model,
+        max_new_tokens=config.proxy_max_new_tokens,
+        batch_size=config.proxy_batch_size,
+        seed=config.seed,
+        device=config.device,
+        dtype=config.generator_dtype,
+        progress=progress,
+    )
+
+
+def build_map_table(
+    instructions: pd.DataFrame, responses: pd.DataFrame, config: MapConfig
+) -> tuple[pd.DataFrame, RegionThresholds]:
+    """One row per instruction: its text and proxy, score statistics, region, mean rating, and
+    why it is unmapped when it is."""
+    stats = instruction_statistics(
+        responses["instruction_id"].to_numpy(),
+        responses["alignment_score"].to_numpy(),
+        all_instruction_ids=instructions["instruction_id"].to_numpy(),
+        min_responses=config.min_responses,
+    )
+    regions, thresholds = assign_regions(
+        stats,
+        method=config.region_method,
+        variance_quantile=config.variance_quantile,
+        mean_quantile=config.mean_quantile,
+        variance_threshold=config.variance_threshold,
+        mean_threshold=config.mean_threshold,
+    )
+    map_table = instructions.merge(stats, on="instruction_id", how="left")
+    map_table["region"] = regions.to_numpy()
+    map_table["mean_rating"] = map_table["instruction_id"].map(responses.groupby("instruction_id")["rating"].mean())
+    map_table["unmapped_reason"] = [None if row.is_mapped else _unmapped_reason(row) for row in map_table.itertuples()]
+    return map_table, thresholds
+
+
+def write_subset_pairs(
+    pairs: pd.DataFrame, map_table: pd.DataFrame, responses: pd.DataFrame, subset: str, *, seed: int, path: Path
+) -> dict[str, int]:
+    """Write the pairs of one subset's instructions as TRL records; returns the counts."""
+    ids = subset_instruction_ids(map_table, subset, seed=seed)
+    subset_pairs = pairs[pairs["instruction_id"].isin(ids)]
+    write_jsonl(trl_records(subset_pairs, map_table, responses), path)
+    logger.info("%s: %d pairs from %d instructions", path, len(subset_pairs), len(ids))
+    return {"instructions": int(len(ids)), "pairs": int(len(subset_pairs))}
+
+
+def run_map(config: MapConfig, *, progress: bool = True, command: str | None = None) -> Path:
+    """Run `admap map` and return the run directory; ``command`` is recorded in the summary."""
     timings = Timings()
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -198,27 +257,15 @@ def run_map(config: MapConfig, *, progress: bool = True) -> Path:
     instructions = data.instructions
     if scorer.needs_proxy:
         with timings.step("proxy"):
-            generator = None
-            if config.generator != "none":
-                generator = GENERATORS.get(config.generator)(
-                    model=config.generator_model,
-                    max_new_tokens=config.proxy_max_new_tokens,
-                    batch_size=config.proxy_batch_size,
-                    seed=config.seed,
-                    device=config.device,
-                    progress=progress,
-                )
             instructions = attach_proxies(
                 instructions,
                 proxy_file=config.proxy_file,
-                generator=generator,
+                generator=_proxy_generator(config, progress=progress),
                 system_prompt=config.proxy_system_prompt,
             )
+        proxies = instructions.loc[instructions["proxy_response"].notna()]
         write_jsonl(
-            instructions.loc[
-                instructions["proxy_response"].notna(),
-                ["instruction_id", "instruction", "proxy_response", "proxy_source"],
-            ].to_dict(orient="records"),
+            proxies[["instruction_id", "instruction", "proxy_response", "proxy_source"]].to_dict(orient="records"),
             run_dir / "proxies.jsonl",
         )
 
@@ -229,58 +276,39 @@ def run_map(config: MapConfig, *, progress: bool = True) -> Path:
         responses["response_words"] = responses["response"].str.split().str.len()
 
     with timings.step("map"):
-        stats = instruction_statistics(
-            responses["instruction_id"].to_numpy(),
-            responses["alignment_score"].to_numpy(),
-            all_instruction_ids=instructions["instruction_id"].to_numpy(),
-            min_responses=config.min_responses,
-        )
-        regions, thresholds = assign_regions(
-            stats,
-            method=config.region_method,
-            variance_quantile=config.variance_quantile,
-            mean_quantile=config.mean_quantile,
-            variance_threshold=config.variance_threshold,
-            mean_threshold=config.mean_threshold,
-        )
-        map_table = instructions.merge(stats, on="instruction_id", how="left")
-        map_table["region"] = regions.to_numpy()
-        map_table["mean_rating"] = map_table["instruction_id"].map(responses.groupby("instruction_id")["rating"].mean())
-        map_table["unmapped_reason"] = [
-            None if row.is_mapped else _unmapped_reason(row) for row in map_table.itertuples()
-        ]
+        map_table, thresholds = build_map_table(instructions, responses, config)
         responses = responses.merge(map_table[["instruction_id", "region"]], on="instruction_id", how="left")
 
     with timings.step("select"):
         pairs = preference_pairs(responses, rule=config.pair_rule, annotated=data.preferences, seed=config.seed)
-        pair_counts = {}
-        for subset in SUBSETS:
-            ids = subset_instruction_ids(map_table, subset, seed=config.seed)
-            subset_pairs = pairs[pairs["instruction_id"].isin(ids)]
-            write_jsonl(trl_records(subset_pairs, instructions, responses), run_dir / "pairs" / f"{subset}.jsonl")
-            pair_counts[subset] = {"instructions": int(len(ids)), "pairs": int(len(subset_pairs))}
+        pair_counts = {
+            subset: write_subset_pairs(
+                pairs, map_table, responses, subset, seed=config.seed, path=run_dir / "pairs" / f"{subset}.jsonl"
+            )
+            for subset in SUBSETS
+        }
 
     responses.to_parquet(run_dir / "scores.parquet", index=False)
     map_table.to_parquet(run_dir / "map.parquet", index=False)
     if data.has_preferences:
         data.preferences.to_parquet(run_dir / "preferences.parquet", index=False)
-    scorer_label = f"{config.scorer} ({config.embedding_model})" if config.scorer == "reference" else config.scorer
+    proxy_sources = instructions.get("proxy_source", pd.Series(dtype=object))
     if config.plot:
         with timings.step("plot"):
-            proxy_sources = sorted(instructions.get("proxy_source", pd.Series(dtype=object)).dropna().unique())
+            scorer_label = f"reference ({config.embedding_model})" if config.scorer == "reference" else config.scorer
             plot_map(
                 map_table,
                 thresholds,
                 run_dir / "map.png",
-                title=f"Alignment Data Map — {Path(config.dataset_path).name if config.dataset != DEMO_DATASET else 'admap demo set'}",
-                subtitle=f"score: {scorer_label}; proxy: {', '.join(proxy_sources) or 'none'}; "
-                f"{int(map_table['is_mapped'].sum())} instructions",
+                title=f"Alignment Data Map — {config.dataset_label}",
+                subtitle=f"score: {scorer_label}; proxy: {', '.join(sorted(proxy_sources.dropna().unique())) or 'none'}"
+                f"; {int(map_table['is_mapped'].sum())} instructions",
             )
 
     summary = {
         "admap_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
+        "command": command or shlex.join(sys.argv),
         "config": to_dict(config),
         "dataset": {"source": data.source, "format": data.format, **data.counts()},
         "models": {
@@ -288,9 +316,9 @@ def run_map(config: MapConfig, *, progress: bool = True) -> Path:
             "embedding_model": config.embedding_model if config.scorer == "reference" else None,
             "proxy_generator": f"{config.generator}:{config.generator_model}" if config.generator != "none" else None,
         },
-        "proxies": instructions.get("proxy_source", pd.Series(dtype=object)).fillna("missing").value_counts().to_dict(),
+        "proxies": proxy_sources.fillna("missing").value_counts().to_dict(),
         "scores": _describe(responses["alignment_score"]),
-        "regions": region_counts(regions),
+        "regions": region_counts(map_table["region"]),
         "thresholds": thresholds.to_dict(),
         "pairs": pair_counts,
         "unmapped": map_table.loc[~map_table["is_mapped"], ["instruction_id", "unmapped_reason"]].to_dict(
@@ -331,13 +359,6 @@ def run_select(config: SelectConfig) -> Path:
     preferences_path = run_dir / "preferences.parquet"
     annotated = pd.read_parquet(preferences_path) if preferences_path.exists() else None
     pairs = preference_pairs(responses, rule=config.pair_rule, annotated=annotated, seed=config.seed)
-    ids = subset_instruction_ids(map_table, config.subset, seed=config.seed)
-    subset_pairs = pairs[pairs["instruction_id"].isin(ids)]
-    out = (
-        Path(config.out)
-        if config.out
-        else run_dir / "pairs" / f"{config.subset}-{config.pair_rule}-seed{config.seed}.jsonl"
-    )
-    write_jsonl(trl_records(subset_pairs, map_table, responses), out)
-    logger.info("%s: %d pairs from %d instructions", out, len(subset_pairs), len(ids))
+    out = Path(config.out or run_dir / "pairs" / f"{config.subset}-{config.pair_rule}-seed{config.seed}.jsonl")
+    write_subset_pairs(pairs, map_table, responses, config.subset, seed=config.seed, path=out)
     return out

@@ -63,9 +63,9 @@ def attach_proxies(
     )
     if proxy_file:
         by_id, by_text = read_proxy_file(proxy_file)
-        from_file = table["instruction_id"].map(by_id)
+        from_file = table["instruction_id"].map(by_id).astype(object)
         if by_text:
-            from_file = from_file.fillna(table["instruction"].map(by_text))
+            from_file = from_file.fillna(table["instruction"].map(by_text).astype(object))
         fill = table["proxy_response"].isna() & from_file.notna()
         table.loc[fill, "proxy_response"] = from_file[fill]
         table.loc[fill, "proxy_source"] = "file"

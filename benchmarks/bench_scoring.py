@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with no proxy in the dataset get a stand-in proxy: their last user turn",
     )
     parser.add_argument("--model", default=None, help="embedding model (default: admap's default)")
-    parser.add_argument("--batch-size", type=int, default=64, help="admap's encode batch size (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="admap's encode batch size (default: admap's own, 16 on CPU)"
+    )
     parser.add_argument("--device", default="cpu", help="device for both paths (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each path (overrides the two below)")
     parser.add_argument("--loop-repeats", type=int, default=1, help="runs of the per-pair loop (default: %(default)s)")

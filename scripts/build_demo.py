@@ -89,7 +89,9 @@ def build(out: Path, *, seed: int, max_new_tokens: int) -> None:
     assignment = [list(rng.choice(names, size=RESPONSES_PER_INSTRUCTION, replace=False)) for _ in INSTRUCTIONS]
     responses: dict[tuple[int, str], str] = {}
     # One generator, its sampling settings changed per condition, so the model is loaded once.
-    generator = TransformersGenerator(max_new_tokens=max_new_tokens, top_p=1.0, repetition_penalty=1.1, batch_size=24)
+    generator = TransformersGenerator(
+        max_new_tokens=max_new_tokens, top_p=1.0, repetition_penalty=1.1, batch_size=24, dtype="float32"
+    )
     for offset, name in enumerate(names):
         system, temperature, _ = CONDITIONS[name]
         todo = [i for i, conditions in enumerate(assignment) if name in conditions]

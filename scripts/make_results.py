@@ -45,6 +45,16 @@ def region_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     def cell(value) -> str:
         return f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -67,16 +77,24 @@ def main() -> None:
     table.to_csv(results / f"{arguments.name}_regions.csv", index=False, float_format="%.4f")
     shutil.copyfile(run_dir / "map.png", results / f"{arguments.name}_map.png")
     models = summary["models"]
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"
+    source = Path(summary["dataset"]["source"])
+    repo = Path(__file__).resolve().parents[1]
+    shown_source = source.relative_to(repo) if source.is_relative_to(repo) else source
+    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}"
+    scores = pd.read_parquet(run_dir / "scores.parquet")
+    agreement = scores[["alignment_score", "rating"]].dropna().corr(method="spearman").iloc[0, 1]
+    length = scores[["alignment_score", "response_words"]].dropna().corr(method="spearman").iloc[0, 1]
     lines = [
-        f"# Regions of `{Path(summary['dataset']['source']).name}`",
+        f"# Regions of `{source.name}`",
         "",
-        f"- data: {summary['dataset']['source']} ({summary['dataset']['format']}; "
+        f"- data: {shown_source} ({summary['dataset']['format']}; "
         f"{summary['dataset']['instructions']} instructions, {summary['dataset']['responses']} responses)",
         f"- score: {models['scorer']} with {models['embedding_model']}; proxies: {models['proxy_generator']}",
         f"- regions: {summary['thresholds']['method']} split; variance boundary "
         f"{summary['thresholds']['variance']:.4f}, mean boundary {summary['thresholds']['mean']:.4f}",
         f"- machine: {machine}; admap {summary['admap_version']}, torch {summary['versions'].get('torch')}",
+        f"- per response, Spearman of alignment score with the dataset's rating: {agreement:.3f}; "
+        f"with response length in words: {length:.3f}",
         f"- run took {sum(summary['timings_s'].values()):.1f} s ({summary['timings_s']})",
         f"- command: `{summary['command']}`, then `python scripts/make_results.py {run_dir} --name {arguments.name}`",
         "",

@@ -9,7 +9,6 @@ import json
 import math
 
 import pytest
-
 from accounting import assert_accounted
 
 from admap.errors import InputError

@@ -113,6 +113,27 @@ def test_default_command_end_to_end(tmp_path):
         record = json.loads(line)
         assert rating[record["chosen_id"]] > rating[record["rejected_id"]]
 
+    # The proxies a run wrote are reusable: a rerun from them needs no generator and scores the same.
+    rerun = tmp_path / "rerun"
+    assert (
+        main(
+            [
+                "map",
+                "--out",
+                str(rerun),
+                "--proxy-file",
+                str(run_dir / "proxies.jsonl"),
+                "--generator",
+                "none",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    rescored = pd.read_parquet(rerun / "scores.parquet")
+    assert (rescored["alignment_score"] == scores["alignment_score"]).all()
+    assert json.loads((rerun / "summary.json").read_text())["proxies"] == {"file": len(map_table)}
+
     out = run_dir / "bv.jsonl"
     assert (
         main(

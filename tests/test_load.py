@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from admap.errors import InputError
 from accounting import assert_accounted
 
+from admap.errors import InputError
 from admap.load import LoadOptions, load_preferences
 
 FIXTURES = Path(__file__).parent / "fixtures"

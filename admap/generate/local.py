@@ -9,21 +9,33 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from admap.generate.base import GENERATORS, Messages
-from admap.models import DEFAULT_GENERATOR_MODEL, pick_device, resolve_generator_model
+from admap.models import DEFAULT_GENERATOR_MODEL, materialize_gguf, pick_device, resolve_generator_model
 
 logger = logging.getLogger(__name__)
 
 
-def load_causal_lm(model: str, device: str = "cpu"):
-    """``(model, tokenizer)``; a GGUF checkpoint is dequantised to fp32 by transformers (about 25 s)."""
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):
+    """``(model, tokenizer)``. A GGUF checkpoint is dequantised once into a cached fp32 checkpoint.
+
+    ``dtype`` auto is bfloat16 on CUDA and float32 on the CPU (bfloat16 is faster on CPUs with AMX,
+    but greedy outputs then differ from float32 ones).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     path, gguf_file = resolve_generator_model(model)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    logger.info("loading %s%s on %s", path, f" ({gguf_file})" if gguf_file else "", device)
-    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-    lm = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype).to(device).eval()
+    if gguf_file is not None:
+        path = str(materialize_gguf(path, gguf_file))
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    logger.info("loading %s on %s (%s)", path, device, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     # Decoder-only batches are padded on the left so that generation continues every prompt.
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -41,9 +53,10 @@ class TransformersGenerator:
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.1
-    batch_size: int = 16
+    batch_size: int = 64
     seed: int = 42
     device: str = "auto"
+    dtype: str = "auto"
     progress: bool = True
     name: str = "transformers"
 
@@ -57,7 +70,7 @@ class TransformersGenerator:
     def _load(self):
         if self._loaded is None:
             self.device = pick_device(self.device)
-            self._loaded = load_causal_lm(self.model, self.device)
+            self._loaded = load_causal_lm(self.model, self.device, self.dtype)
         return self._loaded
 
     def generate(self, conversations: Sequence[Messages]) -> list[str]:

@@ -1,0 +1,101 @@
+import json
+
+import pandas as pd
+import pytest
+
+from admap.errors import InputError
+from admap.generate import with_system_prompt
+from admap.proxy import attach_proxies, read_proxy_file
+
+
+class RecordingGenerator:
+    """A generator that answers from a table and records what it was asked (no model involved)."""
+
+    name, model = "recording", "table"
+
+    def __init__(self, replies):
+        self.replies, self.calls = replies, []
+
+    def generate(self, conversations):
+        self.calls.append(conversations)
+        return [self.replies[c[-1]["content"]] for c in conversations]
+
+
+def _instructions():
+    return pd.DataFrame(
+        {
+            "instruction_id": ["a", "b", "c"],
+            "instruction": ["Question A", "Question B", "Question C"],
+            "prompt_messages": [json.dumps([{"role": "user", "content": f"Question {k}"}]) for k in "ABC"],
+            "proxy_response": ["from the column", None, None],
+            "source_row": [1, 2, 3],
+        }
+    )
+
+
+def test_column_then_file_then_generator(tmp_path):
+    side = tmp_path / "proxies.jsonl"
+    # Keyed by text, with the `proxy` key, as proxies from other tools often are.
+    side.write_text(json.dumps({"instruction": "Question B", "proxy": "from the file"}) + "\n")
+    generator = RecordingGenerator({"Question C": "generated"})
+    table = attach_proxies(_instructions(), proxy_file=str(side), generator=generator, system_prompt="Be helpful.")
+    assert table["proxy_response"].tolist() == ["from the column", "from the file", "generated"]
+    assert table["proxy_source"].tolist() == ["column", "file", "generated:table"]
+    # Only the instruction still missing a proxy is generated, with the system prompt in front.
+    assert generator.calls == [
+        [[{"role": "system", "content": "Be helpful."}, {"role": "user", "content": "Question C"}]]
+    ]
+
+
+def test_without_a_generator_missing_proxies_stay_missing():
+    table = attach_proxies(_instructions())
+    assert table["proxy_response"].isna().tolist() == [False, True, True]
+
+
+def test_an_empty_generated_proxy_counts_as_missing():
+    table = attach_proxies(_instructions(), generator=RecordingGenerator({"Question B": "  ", "Question C": "ok"}))
+    assert table["proxy_source"].tolist() == ["column", None, "generated:table"]
+
+
+def test_proxy_file_keys_and_errors(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        json.dumps({"instruction_id": "a", "proxy_response": "A"})
+        + "\n"
+        + json.dumps({"prompt_id": 7, "response": "B"})
+        + "\n"
+    )
+    assert read_proxy_file(str(path)) == ({"a": "A", "7": "B"}, {})
+    path.write_text(json.dumps({"instruction_id": "a", "proxy_response": ""}) + "\n")
+    with pytest.raises(InputError, match=r"row 1, field 'proxy_response': is empty"):
+        read_proxy_file(str(path))
+    path.write_text(json.dumps({"instruction_id": "a"}) + "\n")
+    with pytest.raises(InputError, match=r"row 1, field 'proxy_response': missing"):
+        read_proxy_file(str(path))
+    path.write_text(json.dumps({"proxy": "x"}) + "\n")
+    with pytest.raises(InputError, match=r"row 1, field 'instruction_id': missing"):
+        read_proxy_file(str(path))
+
+
+def test_system_prompt_is_not_doubled():
+    messages = [{"role": "system", "content": "Own."}, {"role": "user", "content": "Hi"}]
+    assert with_system_prompt(messages, "Other.") == messages
+    assert with_system_prompt(messages[1:], None) == messages[1:]
+
+
+@pytest.mark.slow
+def test_smollm2_generator_writes_replies():
+    from admap.generate.local import TransformersGenerator
+
+    generator = TransformersGenerator(max_new_tokens=24, batch_size=2, device="cpu", progress=False)
+    replies = generator.generate(
+        [
+            [{"role": "user", "content": "What is the capital of France?"}],
+            [{"role": "user", "content": "Name a primary colour."}],
+            [{"role": "user", "content": "Say hello."}],
+        ]
+    )
+    assert len(replies) == 3 and all(r.strip() for r in replies)
+    assert "paris" in replies[0].lower()
+    # Greedy decoding is deterministic, whatever the batch composition.
+    assert generator.generate([[{"role": "user", "content": "What is the capital of France?"}]]) == replies[:1]
