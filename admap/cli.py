@@ -11,11 +11,12 @@ import sys
 from admap import __version__
 from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
-from admap.pipeline import MapConfig, SelectConfig, run_map, run_select
+from admap.pipeline import MapConfig, ProxyConfig, SelectConfig, run_map, run_proxy, run_select
 
 COMMANDS = {
-    "map": (MapConfig, "score, map and split a preference dataset; write pairs, figure and summary"),
-    "select": (SelectConfig, "write one subset's DPO pairs (TRL format) from a map run"),
+    "map": (MapConfig, run_map, "score, map and split a preference dataset; write pairs, figure and summary"),
+    "select": (SelectConfig, run_select, "write one subset's DPO pairs (TRL format) from a map run"),
+    "proxy": (ProxyConfig, run_proxy, "write the proxy response of every instruction (cached, resumable)"),
 }
 
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="admap", description="Alignment Data Maps of LLM preference data.")
     parser.add_argument("--version", action="version", version=f"admap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, (config_class, help_text) in COMMANDS.items():
+    for name, (config_class, _, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=config_class.__doc__)
         sub.add_argument("--config", help="YAML file of defaults for these flags (flags win; unknown keys refused)")
         sub.add_argument(
@@ -55,15 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     if quiet:
         _silence_libraries()
-    config_class, _ = COMMANDS[namespace.command]
+    config_class, run, _ = COMMANDS[namespace.command]
+    command = shlex.join(["admap", *(sys.argv[1:] if argv is None else argv)])
     try:
         config = from_arguments(config_class, namespace)
-        if namespace.command == "map":
-            command = shlex.join(["admap", *(sys.argv[1:] if argv is None else argv)])
-            run_dir = run_map(config, progress=not quiet, command=command)
-            print(run_dir)
-        else:
-            print(run_select(config))
+        print(run(config) if run is run_select else run(config, progress=not quiet, command=command))
     except (InputError, ValueError, KeyError, FileNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         logging.getLogger("admap").error("%s", message)

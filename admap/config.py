@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False, **kwargs: Any) -> Any:
     metadata = {"help": help, "positional": positional}
+    if dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)

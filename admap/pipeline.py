@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import platform
 import shlex
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
@@ -36,9 +37,12 @@ from admap.datamap import (
     instruction_statistics,
     region_counts,
 )
-from admap.generate import GENERATORS, PROXY_SYSTEM_PROMPT
-from admap.load import LoadOptions, load_preferences
-from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL
+from admap.generate import GENERATORS
+from admap.generate.cache import ResponseCache
+from admap.generate.options import GeneratorOptions
+from admap.generate.runner import GenerationStats, build_generator
+from admap.inputs import InputOptions
+from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.plot import plot_map
 from admap.proxy import attach_proxies
 from admap.score import SCORERS
@@ -46,37 +50,17 @@ from admap.select import PAIR_RULES, preference_pairs, random_instruction_ids, t
 
 logger = logging.getLogger(__name__)
 
-DEMO_DATASET = "demo"
 SUBSETS = (*REGIONS, "random", "full")
-
-
-def demo_dataset_path() -> str:
-    return str(resources.files("admap") / "demo" / "demo_preferences.jsonl")
 
 
 @dataclass
 class MapConfig:
     """`admap map`: score every response, map the instructions, split the regions, write the pairs."""
 
-    dataset: str = option(
-        DEMO_DATASET,
-        "a file (.jsonl, .json, .parquet, .csv, optionally .gz) or a Hugging Face dataset id; "
-        "'demo' maps the small demo set that ships with admap",
-        positional=True,
-    )
+    input: InputOptions = option(InputOptions(), "the dataset")
     out: str | None = option(None, "run directory (default: runs/<dataset name>)")
-    format: str = option("auto", "input format: auto, ultrafeedback, preference, alpaca, hh_rlhf, columns")
-    split: str | None = option(None, "dataset split for hub datasets (None reads 'train')")
-    limit: int | None = option(None, "read only the first N records")
-    skip_invalid: bool = option(False, "list bad rows in summary.json and go on, instead of stopping at the first")
-    load: LoadOptions = option(LoadOptions(), "how to read the dataset's fields")
     proxy_file: str | None = option(None, "side file of proxy responses keyed by instruction_id or instruction text")
-    generator: str = option("transformers", "generator for missing proxies ('none' to leave them unscored)")
-    generator_model: str = option(DEFAULT_GENERATOR_MODEL, "model that writes proxy responses")
-    proxy_max_new_tokens: int = option(256, "longest proxy response, in tokens")
-    proxy_batch_size: int = option(64, "prompts per generation batch (larger batches are faster, also on CPU)")
-    generator_dtype: str = option("auto", "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")
-    proxy_system_prompt: str = option(PROXY_SYSTEM_PROMPT, "system prompt for proxy generation")
+    generation: GeneratorOptions = option(GeneratorOptions(), "how missing proxy responses are generated")
     scorer: str = option("reference", "alignment scorer")
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model (the paper: all-mpnet-base-v2)")
     embed_batch_size: int | None = option(None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA)")
@@ -102,23 +86,36 @@ class MapConfig:
             raise ValueError("region_method 'absolute' needs variance_threshold and mean_threshold")
         if self.scorer not in SCORERS:
             SCORERS.get(self.scorer)  # raises with suggestions
-        if self.generator != "none" and self.generator not in GENERATORS:
-            GENERATORS.get(self.generator)
-
-    @property
-    def dataset_path(self) -> str:
-        return demo_dataset_path() if self.dataset == DEMO_DATASET else self.dataset
-
-    @property
-    def dataset_label(self) -> str:
-        return "admap demo set" if self.dataset == DEMO_DATASET else Path(self.dataset).name
+        _check_generator(self.generation)
 
     @property
     def run_dir(self) -> Path:
-        if self.out:
-            return Path(self.out)
-        stem = Path(self.dataset).name.split(".")[0] if self.dataset != DEMO_DATASET else DEMO_DATASET
-        return Path("runs") / stem.replace("/", "_")
+        return Path(self.out) if self.out else Path("runs") / self.input.stem
+
+
+@dataclass
+class ProxyConfig:
+    """`admap proxy`: write the proxy (reference) response of every instruction of a dataset."""
+
+    input: InputOptions = option(InputOptions(), "the dataset")
+    out: str | None = option(None, "output JSONL (default: runs/<dataset name>/proxies.jsonl)")
+    proxy_file: str | None = option(None, "proxies to reuse (keyed by instruction_id or instruction text)")
+    generation: GeneratorOptions = option(GeneratorOptions(), "the generator")
+    device: str = option("auto", "local models: auto, cpu, cuda, cuda:1, ...")
+
+    def __post_init__(self) -> None:
+        _check_generator(self.generation)
+        if self.generation.generator == "none":
+            raise ValueError("admap proxy needs a generator (generator 'none' writes nothing)")
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.input.stem / "proxies.jsonl"
+
+
+def _check_generator(options: GeneratorOptions) -> None:
+    if options.generator != "none" and options.generator not in GENERATORS:
+        GENERATORS.get(options.generator)  # raises with suggestions
 
 
 @dataclass
@@ -172,10 +169,17 @@ def subset_instruction_ids(map_table: pd.DataFrame, subset: str, *, seed: int) -
 
 
 def write_jsonl(records: list[dict], path: Path) -> None:
+    """Write to a temporary file and rename it, so that a killed run never leaves a torn output."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    staging = path.with_name(f".{path.name}.partial")
+    with staging.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(staging, path)
+
+
+def _generator_label(options: GeneratorOptions) -> str | None:
+    return None if options.generator == "none" else f"{options.generator}:{options.generator_model}"
 
 
 def _unmapped_reason(row) -> str:
@@ -186,18 +190,37 @@ def _unmapped_reason(row) -> str:
     return f"only {row.n_scored} scored response(s)"
 
 
-def _proxy_generator(config: MapConfig, *, progress: bool):
-    if config.generator == "none":
-        return None
-    return GENERATORS.get(config.generator)(
-        model=config.generator_model,
-        max_new_tokens=config.proxy_max_new_tokens,
-        batch_size=config.proxy_batch_size,
-        seed=config.seed,
-        device=config.device,
-        dtype=config.generator_dtype,
-        progress=progress,
+def fill_proxies(
+    instructions: pd.DataFrame,
+    *,
+    proxy_file: str | None,
+    options: GeneratorOptions,
+    device: str,
+    scope: Path,
+    progress: bool,
+) -> tuple[pd.DataFrame, GenerationStats | None]:
+    """Proxies from the dataset column, then ``proxy_file``, then the configured generator through the cache."""
+    generator = build_generator(options, device=device, progress=progress)
+    cache = ResponseCache(options.cache_dir) if options.cache else None
+    table, stats = attach_proxies(
+        instructions,
+        proxy_file=proxy_file,
+        generator=generator,
+        system_prompt=options.system_prompt,
+        cache=cache,
+        scope=str(scope.resolve()),
     )
+    if stats is not None:
+        stats.price(options.price_input_per_million, options.price_output_per_million)
+    return table, stats
+
+
+def write_proxies(instructions: pd.DataFrame, path: Path) -> int:
+    """Write the instructions that have a proxy, in input order, atomically; returns how many."""
+    proxies = instructions.loc[instructions["proxy_response"].notna()]
+    columns = ["instruction_id", "instruction", "proxy_response", "proxy_source"]
+    write_jsonl(proxies[columns].to_dict(orient="records"), path)
+    return len(proxies)
 
 
 def build_map_table(
@@ -244,30 +267,20 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
     run_dir.mkdir(parents=True, exist_ok=True)
 
     with timings.step("load"):
-        data = load_preferences(
-            config.dataset_path,
-            format=config.format,
-            options=config.load,
-            skip_invalid=config.skip_invalid,
-            split=config.split,
-            limit=config.limit,
-            progress=progress,
-        )
+        data = config.input.read(progress=progress)
     scorer = SCORERS.get(config.scorer).from_config(config, progress=progress)
-    instructions = data.instructions
+    instructions, generation_stats = data.instructions, None
     if scorer.needs_proxy:
         with timings.step("proxy"):
-            instructions = attach_proxies(
+            instructions, generation_stats = fill_proxies(
                 instructions,
                 proxy_file=config.proxy_file,
-                generator=_proxy_generator(config, progress=progress),
-                system_prompt=config.proxy_system_prompt,
+                options=config.generation,
+                device=config.device,
+                scope=run_dir / "proxies.jsonl",
+                progress=progress,
             )
-        proxies = instructions.loc[instructions["proxy_response"].notna()]
-        write_jsonl(
-            proxies[["instruction_id", "instruction", "proxy_response", "proxy_source"]].to_dict(orient="records"),
-            run_dir / "proxies.jsonl",
-        )
+        write_proxies(instructions, run_dir / "proxies.jsonl")
 
     with timings.step("score"):
         responses = data.responses.copy()
@@ -300,7 +313,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
                 map_table,
                 thresholds,
                 run_dir / "map.png",
-                title=f"Alignment Data Map — {config.dataset_label}",
+                title=f"Alignment Data Map — {config.input.label}",
                 subtitle=f"score: {scorer_label}; proxy: {', '.join(sorted(proxy_sources.dropna().unique())) or 'none'}"
                 f"; {int(map_table['is_mapped'].sum())} instructions",
             )
@@ -314,9 +327,10 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "models": {
             "scorer": config.scorer,
             "embedding_model": config.embedding_model if config.scorer == "reference" else None,
-            "proxy_generator": f"{config.generator}:{config.generator_model}" if config.generator != "none" else None,
+            "proxy_generator": _generator_label(config.generation),
         },
         "proxies": proxy_sources.fillna("missing").value_counts().to_dict(),
+        "generation": generation_stats.to_dict() if generation_stats else None,
         "scores": _describe(responses["alignment_score"]),
         "regions": region_counts(map_table["region"]),
         "thresholds": thresholds.to_dict(),
@@ -361,4 +375,39 @@ def run_select(config: SelectConfig) -> Path:
     pairs = preference_pairs(responses, rule=config.pair_rule, annotated=annotated, seed=config.seed)
     out = Path(config.out or run_dir / "pairs" / f"{config.subset}-{config.pair_rule}-seed{config.seed}.jsonl")
     write_subset_pairs(pairs, map_table, responses, config.subset, seed=config.seed, path=out)
+    return out
+
+
+def run_proxy(config: ProxyConfig, *, progress: bool = True, command: str | None = None) -> Path:
+    """Run `admap proxy`: the proxies JSONL plus ``<name>.summary.json`` beside it; returns the JSONL path."""
+    out = config.out_path
+    data = config.input.read(progress=progress)
+    start = time.perf_counter()
+    instructions, stats = fill_proxies(
+        data.instructions,
+        proxy_file=config.proxy_file,
+        options=config.generation,
+        device=config.device,
+        scope=out,
+        progress=progress,
+    )
+    written = write_proxies(instructions, out)
+    summary = {
+        "admap_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command or shlex.join(sys.argv),
+        "config": to_dict(config),
+        "dataset": {"source": data.source, "format": data.format, **data.counts()},
+        "generator": _generator_label(config.generation),
+        "proxies_written": written,
+        "missing": instructions.loc[instructions["proxy_response"].isna(), "instruction_id"].tolist(),
+        "proxies": instructions["proxy_source"].fillna("missing").value_counts().to_dict(),
+        "generation": stats.to_dict() if stats else None,
+        "skipped": [s.to_dict() for s in data.skipped],
+        "seconds": round(time.perf_counter() - start, 3),
+        "versions": package_versions(),
+    }
+    summary_path = out.with_name(f"{out.name.split('.')[0]}.summary.json")
+    summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+    logger.info("%s: %d of %d proxies (%s)", out, written, len(instructions), summary["generation"])
     return out

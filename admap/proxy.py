@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pandas as pd
 
 from admap.errors import InputError
 from admap.generate import Generator, with_system_prompt
+from admap.generate.cache import ResponseCache
+from admap.generate.runner import GenerationStats, generate_cached
 from admap.load.fields import check_text
 from admap.load.readers import read_records
 
@@ -53,14 +56,14 @@ def attach_proxies(
     proxy_file: str | None = None,
     generator: Generator | None = None,
     system_prompt: str | None = None,
-) -> pd.DataFrame:
-    """A copy of ``instructions`` with ``proxy_response`` filled and ``proxy_source`` saying from where."""
+    cache: ResponseCache | None = None,
+    scope: str | None = None,
+) -> tuple[pd.DataFrame, GenerationStats | None]:
+    """A copy of ``instructions`` with ``proxy_response`` filled and ``proxy_source`` saying from where,
+    and the generation counts when anything was generated. Failed or empty replies stay missing."""
     table = instructions.copy()
-    table["proxy_source"] = pd.Series(
-        ["column" if p is not None and p == p else None for p in table["proxy_response"]],
-        index=table.index,
-        dtype=object,
-    )
+    has_proxy = table["proxy_response"].notna()
+    table["proxy_source"] = pd.Series(np.where(has_proxy, "column", None), index=table.index, dtype=object)
     if proxy_file:
         by_id, by_text = read_proxy_file(proxy_file)
         from_file = table["instruction_id"].map(by_id).astype(object)
@@ -71,13 +74,18 @@ def attach_proxies(
         table.loc[fill, "proxy_source"] = "file"
         logger.info("%s: proxies for %d of %d instructions", proxy_file, int(fill.sum()), len(table))
     missing = table["proxy_response"].isna()
-    if missing.any() and generator is not None:
-        conversations = [
-            with_system_prompt(json.loads(m), system_prompt) for m in table.loc[missing, "prompt_messages"]
-        ]
-        logger.info("generating %d proxy responses with %s", len(conversations), generator.model)
-        replies = generator.generate(conversations)
-        empty = [not r.strip() for r in replies]
-        table.loc[missing, "proxy_response"] = [None if e else r for r, e in zip(replies, empty)]
-        table.loc[missing, "proxy_source"] = [None if e else f"generated:{generator.model}" for e in empty]
-    return table
+    if not missing.any() or generator is None:
+        return table, None
+    conversations = [with_system_prompt(json.loads(m), system_prompt) for m in table.loc[missing, "prompt_messages"]]
+    logger.info("generating %d proxy responses with %s", len(conversations), generator.model)
+    completions, stats = generate_cached(generator, conversations, cache=cache, scope=scope)
+    table.loc[missing, "proxy_response"] = [c.text for c in completions]
+    table.loc[missing, "proxy_source"] = [f"generated:{generator.model}" if c.ok else None for c in completions]
+    if stats.failed:
+        logger.warning(
+            "%d of %d proxy requests failed; their instructions stay unscored (first error: %s)",
+            stats.failed,
+            stats.requests,
+            stats.errors[0]["error"],
+        )
+    return table, stats

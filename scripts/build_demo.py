@@ -102,7 +102,7 @@ def build(out: Path, *, seed: int, max_new_tokens: int) -> None:
         ]
         logging.info("condition %s: %d responses", name, len(todo))
         for i, reply in zip(todo, generator.generate(conversations)):
-            responses[(i, name)] = reply
+            responses[(i, name)] = reply.text or ""
     with out.open("w", encoding="utf-8") as handle:
         for i, instruction in enumerate(INSTRUCTIONS):
             completions = []

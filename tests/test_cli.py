@@ -9,14 +9,17 @@ import yaml
 
 from admap.cli import build_parser, main
 from admap.config import from_arguments
-from admap.pipeline import MapConfig, SelectConfig, demo_dataset_path
+from admap.inputs import demo_dataset_path
+from admap.pipeline import MapConfig, ProxyConfig, SelectConfig
 
 
 def _config(argv):
     namespace = build_parser().parse_args(argv)
     if hasattr(namespace, "quiet"):
         del namespace.quiet
-    return from_arguments({"map": MapConfig, "select": SelectConfig}[namespace.command], namespace)
+    return from_arguments(
+        {"map": MapConfig, "select": SelectConfig, "proxy": ProxyConfig}[namespace.command], namespace
+    )
 
 
 def test_flags_come_from_the_dataclass():
@@ -34,19 +37,20 @@ def test_flags_come_from_the_dataclass():
             "--skip-invalid",
         ]
     )
-    assert config.dataset == "data.jsonl"
-    assert config.load.rating_field == "helpfulness"
+    assert config.input.dataset == "data.jsonl"
+    assert config.input.load.rating_field == "helpfulness"
     assert config.region_method == "quantile" and config.variance_quantile == 0.5
-    assert config.plot is False and config.skip_invalid is True
-    assert _config(["map"]).dataset == "demo"
+    assert config.plot is False and config.input.skip_invalid is True
+    assert _config(["map"]).input.dataset == "demo"
 
 
 def test_yaml_gives_defaults_flags_win_unknown_keys_refused(tmp_path):
     path = tmp_path / "map.yaml"
-    path.write_text(yaml.safe_dump({"dataset": "x.jsonl", "seed": 7, "load": {"rating_field": "honesty"}}))
-    config = _config(["map", "--config", str(path), "--seed", "9"])
-    assert (config.dataset, config.seed, config.load.rating_field) == ("x.jsonl", 9, "honesty")
-    path.write_text(yaml.safe_dump({"dataset": "x.jsonl", "sede": 7}))
+    path.write_text(yaml.safe_dump({"input": {"dataset": "x.jsonl", "load": {"rating_field": "honesty"}}, "seed": 7}))
+    config = _config(["map", "--config", str(path), "--seed", "9", "--temperature", "0.5"])
+    assert (config.input.dataset, config.seed, config.input.load.rating_field) == ("x.jsonl", 9, "honesty")
+    assert config.generation.temperature == 0.5
+    path.write_text(yaml.safe_dump({"input": {"dataset": "x.jsonl"}, "sede": 7}))
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['sede'\]"):
         _config(["map", "--config", str(path)])
 
@@ -82,7 +86,17 @@ def test_default_command_end_to_end(tmp_path):
     """`admap map` on the demo set with the offline models: every artefact, counts that add up."""
     run_dir = tmp_path / "demo"
     completed = subprocess.run(
-        [sys.executable, "-m", "admap.cli", "map", "--out", str(run_dir), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "admap.cli",
+            "map",
+            "--out",
+            str(run_dir),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--quiet",
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -133,6 +147,13 @@ def test_default_command_end_to_end(tmp_path):
     rescored = pd.read_parquet(rerun / "scores.parquet")
     assert (rescored["alignment_score"] == scores["alignment_score"]).all()
     assert json.loads((rerun / "summary.json").read_text())["proxies"] == {"file": len(map_table)}
+
+    # A rerun with the same cache asks the model nothing and writes the same proxies.
+    cached = tmp_path / "cached"
+    assert main(["map", "--out", str(cached), "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert (cached / "proxies.jsonl").read_bytes() == (run_dir / "proxies.jsonl").read_bytes()
+    generation = json.loads((cached / "summary.json").read_text())["generation"]
+    assert generation["cache_hits"] == generation["requests"] == len(map_table)
 
     out = run_dir / "bv.jsonl"
     assert (

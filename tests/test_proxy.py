@@ -4,21 +4,30 @@ import pandas as pd
 import pytest
 
 from admap.errors import InputError
-from admap.generate import with_system_prompt
+from admap.generate import Completion, with_system_prompt
 from admap.proxy import attach_proxies, read_proxy_file
 
 
 class RecordingGenerator:
     """A generator that answers from a table and records what it was asked (no model involved)."""
 
-    name, model = "recording", "table"
+    name, model, deterministic = "recording", "table", True
 
     def __init__(self, replies):
         self.replies, self.calls = replies, []
 
-    def generate(self, conversations):
+    def identity(self):
+        return {"generator": self.name, "model": self.model}
+
+    def generate(self, conversations, *, on_result=None):
         self.calls.append(conversations)
-        return [self.replies[c[-1]["content"]] for c in conversations]
+        results = []
+        for position, conversation in enumerate(conversations):
+            text = self.replies[conversation[-1]["content"]].strip()
+            results.append(Completion(text=text or None, error=None if text else "empty reply"))
+            if on_result:
+                on_result(position, results[-1])
+        return results
 
 
 def _instructions():
@@ -38,7 +47,10 @@ def test_column_then_file_then_generator(tmp_path):
     # Keyed by text, with the `proxy` key, as proxies from other tools often are.
     side.write_text(json.dumps({"instruction": "Question B", "proxy": "from the file"}) + "\n")
     generator = RecordingGenerator({"Question C": "generated"})
-    table = attach_proxies(_instructions(), proxy_file=str(side), generator=generator, system_prompt="Be helpful.")
+    table, stats = attach_proxies(
+        _instructions(), proxy_file=str(side), generator=generator, system_prompt="Be helpful."
+    )
+    assert (stats.requests, stats.succeeded, stats.failed) == (1, 1, 0)
     assert table["proxy_response"].tolist() == ["from the column", "from the file", "generated"]
     assert table["proxy_source"].tolist() == ["column", "file", "generated:table"]
     # Only the instruction still missing a proxy is generated, with the system prompt in front.
@@ -48,12 +60,16 @@ def test_column_then_file_then_generator(tmp_path):
 
 
 def test_without_a_generator_missing_proxies_stay_missing():
-    table = attach_proxies(_instructions())
+    table, stats = attach_proxies(_instructions())
+    assert stats is None
     assert table["proxy_response"].isna().tolist() == [False, True, True]
 
 
 def test_an_empty_generated_proxy_counts_as_missing():
-    table = attach_proxies(_instructions(), generator=RecordingGenerator({"Question B": "  ", "Question C": "ok"}))
+    table, stats = attach_proxies(
+        _instructions(), generator=RecordingGenerator({"Question B": "  ", "Question C": "ok"})
+    )
+    assert (stats.failed, stats.errors) == (1, [{"index": 0, "error": "empty reply"}])
     assert table["proxy_source"].tolist() == ["column", None, "generated:table"]
 
 
@@ -95,7 +111,6 @@ def test_smollm2_generator_writes_replies():
             [{"role": "user", "content": "Say hello."}],
         ]
     )
-    assert len(replies) == 3 and all(r.strip() for r in replies)
-    assert "paris" in replies[0].lower()
-    # Greedy decoding is deterministic, whatever the batch composition.
-    assert generator.generate([[{"role": "user", "content": "What is the capital of France?"}]]) == replies[:1]
+    assert len(replies) == 3 and all(r.ok and r.tokens_in > 0 and r.tokens_out > 0 for r in replies)
+    assert "paris" in replies[0].text.lower()
+    assert generator.deterministic and generator.identity()["dtype"] == "float32"

@@ -1,6 +1,14 @@
-"""Text generators (proxy responses, judges): one protocol, a registry by name."""
+"""Text generators (proxy responses, judges): one protocol, a registry by name, a cache in front."""
 
-from admap.generate import local  # noqa: F401  (registers "transformers")
-from admap.generate.base import GENERATORS, PROXY_SYSTEM_PROMPT, Generator, Messages, with_system_prompt
+from admap.generate import local, vllm_engine  # noqa: F401  (register the generators)
+from admap.generate.base import (
+    GENERATORS,
+    PROXY_SYSTEM_PROMPT,
+    Completion,
+    Generator,
+    Messages,
+    redact,
+    with_system_prompt,
+)
 
-__all__ = ["GENERATORS", "PROXY_SYSTEM_PROMPT", "Generator", "Messages", "with_system_prompt"]
+__all__ = ["GENERATORS", "PROXY_SYSTEM_PROMPT", "Completion", "Generator", "Messages", "redact", "with_system_prompt"]

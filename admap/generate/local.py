@@ -8,13 +8,21 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from admap.generate.base import GENERATORS, Messages
+from admap.generate.base import GENERATORS, Completion, Messages, ResultCallback
+from admap.generate.options import GeneratorOptions
 from admap.models import DEFAULT_GENERATOR_MODEL, materialize_gguf, pick_device, resolve_generator_model
 
 logger = logging.getLogger(__name__)
 
-
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return dtype
 
 
 def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):
@@ -26,13 +34,10 @@ def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    dtype = resolve_dtype(dtype, device)
     path, gguf_file = resolve_generator_model(model)
     if gguf_file is not None:
         path = str(materialize_gguf(path, gguf_file))
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
     logger.info("loading %s on %s (%s)", path, device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
@@ -65,22 +70,54 @@ class TransformersGenerator:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        self.device = pick_device(self.device)
+        self.dtype = resolve_dtype(self.dtype, self.device)
         self._loaded = None
+
+    @classmethod
+    def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
+        return cls(
+            model=options.generator_model,
+            max_new_tokens=options.max_new_tokens,
+            temperature=options.temperature,
+            batch_size=options.batch_size,
+            seed=options.generation_seed if options.generation_seed is not None else 42,
+            device=device,
+            dtype=options.dtype,
+            progress=progress,
+        )
+
+    @property
+    def deterministic(self) -> bool:
+        # A sampled reply depends on what else shares its batch, so only greedy replies are reproducible.
+        return self.temperature == 0
+
+    def identity(self) -> dict:
+        return {
+            "generator": self.name,
+            "model": self.model,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "repetition_penalty": self.repetition_penalty,
+            "dtype": self.dtype,
+        }
 
     def _load(self):
         if self._loaded is None:
-            self.device = pick_device(self.device)
             self._loaded = load_causal_lm(self.model, self.device, self.dtype)
         return self._loaded
 
-    def generate(self, conversations: Sequence[Messages]) -> list[str]:
+    def generate(
+        self, conversations: Sequence[Messages], *, on_result: ResultCallback | None = None
+    ) -> list[Completion]:
         import torch
 
         lm, tokenizer = self._load()
         torch.manual_seed(self.seed)
         # Longest prompts first: batches of similar length waste less padding.
         order = sorted(range(len(conversations)), key=lambda i: -sum(len(m["content"]) for m in conversations[i]))
-        replies: list[str] = [""] * len(conversations)
+        results: list[Completion] = [Completion(text=None)] * len(conversations)
         sampling = {"do_sample": False}
         if self.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
@@ -100,6 +137,18 @@ class TransformersGenerator:
                     **sampling,
                 )
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            for i, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
-                replies[i] = text.strip()
-        return replies
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+            reply_lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
+            for position, i in enumerate(batch):
+                text = texts[position].strip()
+                completion = Completion(
+                    text=text or None,
+                    tokens_in=int(prompt_lengths[position]),
+                    tokens_out=int(reply_lengths[position]),
+                    error=None if text else "empty reply",
+                )
+                results[i] = completion
+                if on_result is not None:
+                    on_result(i, completion)
+        return results

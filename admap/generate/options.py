@@ -1,0 +1,54 @@
+"""Settings shared by every generator; each implementation reads the ones it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from admap.config import option
+from admap.generate.base import PROXY_SYSTEM_PROMPT
+from admap.models import DEFAULT_GENERATOR_MODEL
+
+
+@dataclass
+class GeneratorOptions:
+    generator: str = option(
+        "transformers", "transformers (local model), openai (any OpenAI-compatible endpoint), vllm, or none"
+    )
+    generator_model: str = option(DEFAULT_GENERATOR_MODEL, "model that writes the replies (e.g. gpt-4o-2024-11-20)")
+    base_url: str | None = option(None, "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 for vLLM")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key (never a flag or a file)")
+    system_prompt: str = option(PROXY_SYSTEM_PROMPT, "system prompt put before each conversation without one")
+    temperature: float = option(0.0, "sampling temperature; 0 is greedy")
+    max_new_tokens: int = option(256, "longest reply, in tokens (the paper's GPT-4o proxies: 1024)")
+    generation_seed: int | None = option(None, "sampling seed sent with each request (makes sampled replies cacheable)")
+    batch_size: int = option(64, "local models: prompts per batch (larger is faster, also on CPU)")
+    dtype: str = option("auto", "local models: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")
+    concurrency: int = option(8, "API: requests in flight at once")
+    requests_per_minute: float | None = option(None, "API: request rate limit")
+    tokens_per_minute: float | None = option(None, "API: token rate limit (prompt estimate + max_new_tokens)")
+    max_retries: int = option(6, "API: retries of a request after 429, 5xx, timeouts and dropped connections")
+    request_timeout: float = option(120.0, "API: seconds before a request times out")
+    price_input_per_million: float | None = option(None, "API: price per million prompt tokens, for the cost line")
+    price_output_per_million: float | None = option(None, "API: price per million completion tokens")
+    batch_api: bool = option(False, "API: use the OpenAI Batch API (half price, hours); resumable by batch id")
+    cache: bool = option(True, "keep replies in the content-addressed cache and reuse them")
+    cache_dir: str | None = option(None, "cache folder (default: $ADMAP_CACHE/generations or ~/.cache/admap/...)")
+
+    def __post_init__(self) -> None:
+        positive = {
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+            "concurrency": self.concurrency,
+            "request_timeout": self.request_timeout,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
