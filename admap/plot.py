@@ -1,4 +1,8 @@
-"""Stage 7, plot: the data map figure (mean against variance, coloured by region)."""
+"""Stage 7, plot: the data map figure (mean against variance, coloured by region).
+
+Laid out as Dataset Cartography's figures are: the map itself, with the distribution of
+each axis beside it, per region.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +19,23 @@ REGION_COLOURS = {HIGH_MEAN: "#2a9d8f", LOW_MEAN: "#e76f51", HIGH_VARIANCE: "#6a
 def plot_map(
     map_table: pd.DataFrame, thresholds: RegionThresholds, path: str | Path, *, title: str, subtitle: str = ""
 ) -> Path:
-    """Write the map as a PNG: variance on x, mean on y, the region boundaries drawn and labelled."""
+    """Write the map as a PNG: variance on x, mean on y, boundaries drawn, marginal histograms per region."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mapped = map_table[map_table["is_mapped"]]
-    figure, axes = plt.subplots(figsize=(7.5, 6), dpi=150)
+    figure = plt.figure(figsize=(8, 7), dpi=150)
+    grid = figure.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
+    axes = figure.add_subplot(grid[1, 0])
+    top = figure.add_subplot(grid[0, 0], sharex=axes)
+    side = figure.add_subplot(grid[1, 1], sharey=axes)
     # Thousands of points overlap; smaller, lighter markers keep density readable.
-    size = float(np.clip(3000 / max(len(mapped), 1), 2, 40))
+    size = float(np.clip(3000 / max(len(mapped), 1), 1, 40))
     alpha = float(np.clip(300 / max(len(mapped), 1), 0.15, 0.85))
+    variance_bins = np.histogram_bin_edges(mapped["score_variance"].dropna(), bins=40) if len(mapped) else 10
+    mean_bins = np.histogram_bin_edges(mapped["mean_score"].dropna(), bins=40) if len(mapped) else 10
     for region, colour in REGION_COLOURS.items():
         points = mapped[mapped["region"] == region]
         axes.scatter(
@@ -37,15 +47,23 @@ def plot_map(
             linewidths=0,
             label=f"{region} — {REGION_LABELS[region]} (n={len(points)})",
         )
+        top.hist(points["score_variance"], bins=variance_bins, color=colour, alpha=0.6)
+        side.hist(points["mean_score"], bins=mean_bins, color=colour, alpha=0.6, orientation="horizontal")
     if np.isfinite(thresholds.variance):
-        axes.axvline(thresholds.variance, color="0.35", linestyle="--", linewidth=1)
+        for target in (axes, top):
+            target.axvline(thresholds.variance, color="0.35", linestyle="--", linewidth=1)
     if np.isfinite(thresholds.mean) and np.isfinite(thresholds.variance):
-        axes.plot(
-            [axes.get_xlim()[0], thresholds.variance], [thresholds.mean] * 2, color="0.35", linestyle="--", linewidth=1
-        )
+        left = axes.get_xlim()[0]
+        axes.plot([left, thresholds.variance], [thresholds.mean] * 2, color="0.35", linestyle="--", linewidth=1)
+        axes.set_xlim(left=left)
+        side.axhline(thresholds.mean, color="0.35", linestyle="--", linewidth=1)
     axes.set_xlabel("variance of alignment scores")
     axes.set_ylabel("mean alignment score")
-    axes.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    top.set_ylabel("instructions", fontsize=8)
+    side.set_xlabel("instructions", fontsize=8)
+    top.tick_params(labelbottom=False, labelsize=7)
+    side.tick_params(labelleft=False, labelsize=7)
+    top.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
     axes.legend(loc="lower right", fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5, framealpha=0.9)
     unmapped = int((~map_table["is_mapped"]).sum())
     if unmapped:
@@ -57,8 +75,7 @@ def plot_map(
             color="0.4",
         )
     axes.grid(alpha=0.2)
-    figure.tight_layout()
     path = Path(path)
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
     return path

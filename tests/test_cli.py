@@ -173,3 +173,49 @@ def test_default_command_end_to_end(tmp_path):
         == 0
     )
     assert len(out.read_text().splitlines()) <= summary["pairs"]["random"]["instructions"]
+
+
+@pytest.mark.slow
+def test_pair_dataset_keeps_its_own_pairs_through_map_and_select(tmp_path, hh_rlhf_path):
+    """HH-RLHF pairs, proxies from a side file keyed by instruction text: the DPO pairs are the dataset's own."""
+    from admap.load import load_preferences
+
+    data = load_preferences(str(hh_rlhf_path), skip_invalid=True, limit=60, progress=False)
+    side = tmp_path / "proxies.jsonl"
+    # A stand-in proxy (the last user turn) keyed by instruction text, the way other tools write them.
+    side.write_text(
+        "".join(
+            json.dumps({"instruction": row.instruction, "proxy": json.loads(row.prompt_messages)[-1]["content"]}) + "\n"
+            for row in data.instructions.itertuples()
+        )
+    )
+    run_dir = tmp_path / "hh"
+    argv = [
+        "map",
+        str(hh_rlhf_path),
+        "--limit",
+        "60",
+        "--skip-invalid",
+        "--proxy-file",
+        str(side),
+        "--generator",
+        "none",
+        "--out",
+        str(run_dir),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["proxies"] == {"file": len(data.instructions)}
+    full = [json.loads(line) for line in (run_dir / "pairs" / "full.jsonl").read_text().splitlines()]
+    texts = data.responses.set_index("response_id")["response"]
+    expected = {(texts[p.chosen_id], texts[p.rejected_id]) for p in data.preferences.itertuples()}
+    assert {(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in full} == expected
+    assert all(r["prompt"][-1]["role"] == "user" for r in full)
+
+    out = tmp_path / "high_mean.jsonl"
+    assert main(["select", str(run_dir), "--subset", "high_mean", "--out", str(out), "--quiet"]) == 0
+    selected = [json.loads(line) for line in out.read_text().splitlines()]
+    assert selected == [json.loads(line) for line in (run_dir / "pairs" / "high_mean.jsonl").read_text().splitlines()]
+    map_table = pd.read_parquet(run_dir / "map.parquet").set_index("instruction_id")
+    assert {r["instruction_id"] for r in selected} <= set(map_table.index[map_table["region"] == "high_mean"])

@@ -164,3 +164,20 @@ def test_trl_records_are_conversational():
             "rejected_id": "a-1",
         }
     ]
+
+
+@pytest.mark.parametrize("n_mapped", [0, 1, 300])
+def test_plot_writes_a_png_for_any_map(tmp_path, n_mapped):
+    import matplotlib.image
+
+    from admap.plot import plot_map
+
+    ids, scores = _random_scores(n_mapped + 2, 4, seed=1)
+    scores[-8:] = np.nan  # two unscored instructions stay unmapped
+    stats = instruction_statistics(ids, scores)
+    regions, thresholds = assign_regions(stats)
+    stats["region"] = regions
+    path = plot_map(stats, thresholds, tmp_path / "map.png", title="t")
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 500 and image.shape[1] > 500
+    assert (stats["region"] == UNMAPPED).sum() == 2
