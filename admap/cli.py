@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    # The openai package's HTTP client logs every request at INFO: one line per call drowns the progress bar.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if quiet:
         _silence_libraries()
     config_class, run, _ = COMMANDS[namespace.command]

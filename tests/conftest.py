@@ -25,3 +25,12 @@ def minilm():
     from admap.embed import load_encoder
 
     return load_encoder("all-MiniLM-L6-v2", device="cpu")
+
+
+@pytest.fixture
+def chat_server():
+    """A chat-completions server on loopback (tests/chat_server.py), stopped after the test."""
+    from chat_server import ChatServer
+
+    with ChatServer() as server:
+        yield server

@@ -219,3 +219,15 @@ def test_pair_dataset_keeps_its_own_pairs_through_map_and_select(tmp_path, hh_rl
     assert selected == [json.loads(line) for line in (run_dir / "pairs" / "high_mean.jsonl").read_text().splitlines()]
     map_table = pd.read_parquet(run_dir / "map.parquet").set_index("instruction_id")
     assert {r["instruction_id"] for r in selected} <= set(map_table.index[map_table["region"] == "high_mean"])
+
+
+def test_each_generator_brings_its_own_default_model():
+    from admap.generate.options import GeneratorOptions
+
+    assert _config(["proxy"]).generation.generator_model == "SmolLM2-135M-Instruct"
+    assert _config(["proxy", "--generator", "openai"]).generation.generator_model == "gpt-4o-2024-11-20"
+    assert _config(["proxy", "--generator", "openai", "--generator-model", "m"]).generation.generator_model == "m"
+    with pytest.raises(ValueError, match="needs generator_model"):
+        GeneratorOptions(generator="vllm")
+    with pytest.raises(ValueError, match="needs a generator"):
+        _config(["proxy", "--generator", "none"])

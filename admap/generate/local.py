@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from tqdm.auto import tqdm
 
@@ -52,6 +53,8 @@ def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):
 @dataclass
 class TransformersGenerator:
     """Batched generation with a local model; greedy unless ``temperature`` > 0."""
+
+    default_model: ClassVar[str] = DEFAULT_GENERATOR_MODEL
 
     model: str = DEFAULT_GENERATOR_MODEL
     max_new_tokens: int = 256

@@ -7,6 +7,8 @@ a small state file records the input file id and the batch id (written to a temp
 into place). A rerun of the same command finds that state and polls the existing batch instead of
 submitting a new one, so a run killed at any moment never pays twice. When a batch has ended, every
 request's result is reported through ``on_result`` (so the cache keeps it) and the state file is removed.
+A batch that failed, expired or was cancelled reports what it finished and fails the rest, so that a
+rerun submits only those. Batches are polled every 30 s, or every ``$ADMAP_BATCH_POLL_SECONDS``.
 
 The API key is read from the environment variable named by ``api_key_env`` when the client is made and
 is kept nowhere else: not in the identity, the state files, the uploaded requests, or any message.
@@ -24,9 +26,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from admap.generate.base import Completion, Messages, ResultCallback, redact
+from admap.generate.openai_api import DEFAULT_BASE_URL, NO_KEY, describe, is_local_url
 from admap.generate.options import GeneratorOptions
 from admap.models import cache_root
 
@@ -35,17 +37,10 @@ logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 POLL_ENV = "ADMAP_BATCH_POLL_SECONDS"
-# Key sent to a local server (vLLM and the like) when no key is set; such servers ignore it.
-PLACEHOLDER_KEY = "EMPTY"
 STATE_VERSION = 1
 # The Batch API takes at most 50,000 requests and 200 MB per input file.
 MAX_BATCH_REQUESTS = 50_000
 MAX_BATCH_BYTES = 190 * 2**20
-
-
-def is_loopback(base_url: str | None) -> bool:
-    host = urlsplit(base_url).hostname if base_url else None
-    return host is not None and (host in ("localhost", "::1") or host.startswith("127."))
 
 
 def _sha256(payload: object) -> str:
@@ -118,6 +113,8 @@ class OpenAIBatchGenerator:
             raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
         if self.max_batch_requests < 1 or self.max_batch_bytes < 1:
             raise ValueError("max_batch_requests and max_batch_bytes must be >= 1")
+        # Pinned as the online client pins it: the endpoint is part of the identity (the cache key).
+        self.base_url = (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self._api_key()  # fail now, with the variable's name, rather than after loading the dataset
 
     @classmethod
@@ -206,11 +203,11 @@ class OpenAIBatchGenerator:
     # ----------------------------------------------------------------- the client
 
     def _api_key(self) -> str:
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.api_key_env, "").strip()
         if key:
             return key
-        if is_loopback(self.base_url):
-            return PLACEHOLDER_KEY
+        if is_local_url(self.base_url):
+            return NO_KEY
         raise ValueError(
             f"the OpenAI Batch API needs an API key: set the environment variable {self.api_key_env} "
             "(or name another one with --api-key-env)"
@@ -229,9 +226,12 @@ class OpenAIBatchGenerator:
         self, conversations: Sequence[Messages], *, on_result: ResultCallback | None = None
     ) -> list[Completion]:
         """One completion per conversation; identical conversations are sent once."""
+        if not conversations:
+            return []
         import openai
 
         key = self._api_key()
+        secret = None if key == NO_KEY else key
         client = self._client(key)
         results: list[Completion | None] = [None] * len(conversations)
         positions: dict[str, list[int]] = {}
@@ -244,7 +244,7 @@ class OpenAIBatchGenerator:
 
         def report(cid: str, completion: Completion) -> None:
             if completion.error:
-                completion.error = redact(completion.error, key)
+                completion.error = redact(completion.error, secret)
             for position in positions.pop(cid, []):
                 results[position] = completion
                 if on_result is not None:
@@ -255,7 +255,7 @@ class OpenAIBatchGenerator:
                 report(cid, Completion(text=None, error=error))
 
         def message(error: BaseException) -> str:
-            return redact(f"{type(error).__name__}: {error}", key)
+            return redact(describe(error), secret)
 
         jobs = self._resume(client, positions, fail, message, openai)
         claimed = {cid for job in jobs for cid in job.needed}
@@ -273,17 +273,22 @@ class OpenAIBatchGenerator:
 
     def _resume(self, client, positions, fail, message, openai) -> list[_Job]:
         """Batches a killed run submitted for some of these requests: poll them rather than submit again."""
-        jobs = []
+        jobs: list[_Job] = []
+        claimed: set[str] = set()
         for key, state in self._saved_states():
-            needed = [cid for cid in state["custom_ids"] if cid in positions and not _claimed(jobs, cid)]
+            needed = [cid for cid in state["custom_ids"] if cid in positions and cid not in claimed]
             if not needed:
                 continue
             if not state.get("batch_id"):
                 # Killed between the upload and the batch: find the batch if it was made, else make it.
                 try:
                     batch = self._create_batch(client, state["input_file_id"], openai, look_first=True)
-                except openai.NotFoundError:
-                    logger.info("uploaded requests %s are gone; submitting them again", state["input_file_id"])
+                except openai.APIStatusError as error:
+                    if isinstance(error, _transient(openai)):
+                        fail(needed, f"could not start a batch for {state['input_file_id']}: {message(error)}")
+                        continue
+                    # The upload is gone or refused (expired, say): submit these requests afresh.
+                    logger.info("could not reuse upload %s (%s)", state["input_file_id"], message(error))
                     self._forget(key)
                     continue
                 except openai.OpenAIError as error:
@@ -298,6 +303,7 @@ class OpenAIBatchGenerator:
                 len(state["custom_ids"]),
             )
             jobs.append(_Job(key=key, state=state, needed=needed, resumed=True))
+            claimed.update(needed)
         return jobs
 
     def _chunks(self, cids: list[str], bodies: dict[str, dict]) -> list[list[tuple[str, bytes]]]:
@@ -360,7 +366,7 @@ class OpenAIBatchGenerator:
 
     def _create_batch(self, client, input_file_id: str, openai, *, look_first: bool):
         """``batches.create`` without blind retries: after a lost answer, look for the batch before trying again."""
-        transient = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
+        transient = _transient(openai)
         once = client.with_options(max_retries=0)
         for attempt in range(self.max_retries + 1):
             if look_first or attempt > 0:
@@ -370,6 +376,9 @@ class OpenAIBatchGenerator:
             try:
                 return once.batches.create(input_file_id=input_file_id, endpoint=ENDPOINT, completion_window="24h")
             except transient:
+                found = self._find_batch(client, input_file_id, openai)
+                if found is not None:
+                    return found
                 if attempt == self.max_retries:
                     raise
                 time.sleep(min(2.0**attempt, 60.0))
@@ -388,7 +397,7 @@ class OpenAIBatchGenerator:
 
     def _wait(self, client, jobs, positions, bodies, report, fail, message, openai) -> None:
         """Poll every batch until it ends, then report its results."""
-        transient = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
+        transient = _transient(openai)
         active = list(jobs)
         while active:
             still = []
@@ -427,7 +436,7 @@ class OpenAIBatchGenerator:
                     still.append(job)
             active = still
             if active:
-                time.sleep(self.poll_interval)
+                _wait_between_polls(self.poll_interval)
 
     def _log_progress(self, job: _Job, batch) -> None:
         counts = batch.request_counts
@@ -480,8 +489,13 @@ class OpenAIBatchGenerator:
         self._forget(job.key)
 
 
-def _claimed(jobs: list[_Job], cid: str) -> bool:
-    return any(cid in job.needed for job in jobs)
+def _wait_between_polls(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _transient(openai) -> tuple[type[Exception], ...]:
+    """Errors after which the same call may well succeed: dropped connections, timeouts, 429 and 5xx."""
+    return (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
 
 
 def _batch_errors(batch) -> str:
@@ -510,8 +524,10 @@ def _completion(record: dict) -> Completion:
     usage = body.get("usage") or {}
     tokens = {"tokens_in": usage.get("prompt_tokens") or 0, "tokens_out": usage.get("completion_tokens") or 0}
     choices = body.get("choices") or []
-    content = (choices[0].get("message") or {}).get("content") if choices else None
-    if content is None:
-        reason = choices[0].get("finish_reason") if choices else None
-        return Completion(text=None, error=f"no text in the reply (finish_reason={reason})", **tokens)
-    return Completion(text=content, **tokens)
+    message = (choices[0].get("message") or {}) if choices else {}
+    content = message.get("content")
+    # As the online client: the text stripped, and an empty reply is a failure.
+    if not isinstance(content, str) or not content.strip():
+        refusal = message.get("refusal")
+        return Completion(text=None, error=f"empty reply (refusal: {refusal})" if refusal else "empty reply", **tokens)
+    return Completion(text=content.strip(), **tokens)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from admap.config import option
-from admap.generate.base import PROXY_SYSTEM_PROMPT
+from admap.generate.base import GENERATORS, PROXY_SYSTEM_PROMPT
 from admap.models import DEFAULT_GENERATOR_MODEL
+
+# The paper's proxy model.
+DEFAULT_API_MODEL = "gpt-4o-2024-11-20"
 
 
 @dataclass
@@ -14,7 +17,11 @@ class GeneratorOptions:
     generator: str = option(
         "transformers", "transformers (local model), openai (any OpenAI-compatible endpoint), vllm, or none"
     )
-    generator_model: str = option(DEFAULT_GENERATOR_MODEL, "model that writes the replies (e.g. gpt-4o-2024-11-20)")
+    generator_model: str | None = option(
+        None,
+        f"model that writes the replies (default: {DEFAULT_GENERATOR_MODEL} for transformers, "
+        f"{DEFAULT_API_MODEL} for openai; required for vllm)",
+    )
     base_url: str | None = option(None, "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 for vLLM")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key (never a flag or a file)")
     system_prompt: str = option(PROXY_SYSTEM_PROMPT, "system prompt put before each conversation without one")
@@ -35,6 +42,11 @@ class GeneratorOptions:
     cache_dir: str | None = option(None, "cache folder (default: $ADMAP_CACHE/generations or ~/.cache/admap/...)")
 
     def __post_init__(self) -> None:
+        if self.generator_model is None and self.generator in GENERATORS:
+            # Each generator names its own default: a local model's name means nothing to an API.
+            self.generator_model = getattr(GENERATORS.get(self.generator), "default_model", None)
+            if self.generator_model is None:
+                raise ValueError(f"generator {self.generator!r} needs generator_model (--generator-model)")
         positive = {
             "max_new_tokens": self.max_new_tokens,
             "batch_size": self.batch_size,
