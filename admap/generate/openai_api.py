@@ -196,26 +196,20 @@ def run_sync(make_coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
-@GENERATORS.register("openai")
 @dataclass
-class OpenAIGenerator:
-    """Chat completions from any OpenAI-compatible endpoint; see the module docstring."""
+class OpenAIEndpoint:
+    """What the online and the Batch API clients share: the endpoint, the key's variable, and the
+    settings that shape a reply (which are also the cache identity, so either path reuses the other's)."""
 
-    default_model: ClassVar[str] = DEFAULT_API_MODEL
     model: str
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
     max_tokens: int = 256
     seed: int | None = None
-    concurrency: int = 8
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
     max_retries: int = 6
     request_timeout: float = 120.0
     progress: bool = True
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
     name: str = "openai"
 
     def __post_init__(self) -> None:
@@ -225,8 +219,6 @@ class OpenAIGenerator:
                 "api_key_env must name an environment variable (such as OPENAI_API_KEY) that holds the key, "
                 "not be the key; the value given is not shown"
             )
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0:
@@ -235,34 +227,8 @@ class OpenAIGenerator:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.request_timeout <= 0:
             raise ValueError(f"request_timeout must be > 0, got {self.request_timeout}")
-        for limit in ("requests_per_minute", "tokens_per_minute"):
-            value = getattr(self, limit)
-            if value is not None and value <= 0:
-                raise ValueError(f"{limit} must be > 0, got {value}")
         # The endpoint is part of the identity, so it is pinned here rather than left to the SDK's default.
         self.base_url = (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self._random = random.Random()
-
-    @classmethod
-    def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
-        if options.batch_api:
-            from admap.generate.openai_batch import OpenAIBatchGenerator
-
-            return OpenAIBatchGenerator.from_options(options, device=device, progress=progress)
-        return cls(
-            model=options.generator_model,
-            base_url=options.base_url,
-            api_key_env=options.api_key_env,
-            temperature=options.temperature,
-            max_tokens=options.max_new_tokens,
-            seed=options.generation_seed,
-            concurrency=options.concurrency,
-            requests_per_minute=options.requests_per_minute,
-            tokens_per_minute=options.tokens_per_minute,
-            max_retries=options.max_retries,
-            request_timeout=options.request_timeout,
-            progress=progress,
-        )
 
     @property
     def deterministic(self) -> bool:
@@ -288,6 +254,50 @@ class OpenAIGenerator:
         raise ValueError(
             f"no API key for {self.base_url}: set the environment variable {self.api_key_env} "
             "(or name another one with --api-key-env)"
+        )
+
+
+@GENERATORS.register("openai")
+@dataclass
+class OpenAIGenerator(OpenAIEndpoint):
+    """Chat completions from any OpenAI-compatible endpoint; see the module docstring."""
+
+    default_model: ClassVar[str] = DEFAULT_API_MODEL
+    concurrency: int = 8
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        for limit in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, limit)
+            if value is not None and value <= 0:
+                raise ValueError(f"{limit} must be > 0, got {value}")
+        self._random = random.Random()
+
+    @classmethod
+    def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
+        if options.batch_api:
+            from admap.generate.openai_batch import OpenAIBatchGenerator
+
+            return OpenAIBatchGenerator.from_options(options, device=device, progress=progress)
+        return cls(
+            model=options.generator_model,
+            base_url=options.base_url,
+            api_key_env=options.api_key_env,
+            temperature=options.temperature,
+            max_tokens=options.max_new_tokens,
+            seed=options.generation_seed,
+            concurrency=options.concurrency,
+            requests_per_minute=options.requests_per_minute,
+            tokens_per_minute=options.tokens_per_minute,
+            max_retries=options.max_retries,
+            request_timeout=options.request_timeout,
+            progress=progress,
         )
 
     def generate(

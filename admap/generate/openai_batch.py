@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from admap.generate.base import Completion, Messages, ResultCallback, redact
-from admap.generate.openai_api import DEFAULT_BASE_URL, NO_KEY, describe, is_local_url
+from admap.generate.openai_api import NO_KEY, OpenAIEndpoint, describe
 from admap.generate.options import GeneratorOptions
 from admap.models import cache_root
 
@@ -79,7 +79,7 @@ class _Job:
 
 
 @dataclass
-class OpenAIBatchGenerator:
+class OpenAIBatchGenerator(OpenAIEndpoint):
     """Chat completions through the OpenAI Batch API (any server that implements files and batches).
 
     ``poll_interval`` is the seconds between status checks (30 by default; ``from_options`` reads it
@@ -88,34 +88,19 @@ class OpenAIBatchGenerator:
     ``$ADMAP_CACHE/batches``, else ``~/.cache/admap/batches``).
     """
 
-    model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
-    max_tokens: int = 256
-    seed: int | None = None
     poll_interval: float = 30.0
     state_dir: str | None = None
-    request_timeout: float = 120.0
-    max_retries: int = 6
     max_poll_errors: int = 20
     max_batch_requests: int = MAX_BATCH_REQUESTS
     max_batch_bytes: int = MAX_BATCH_BYTES
-    progress: bool = True
-    name: str = "openai"
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        super().__post_init__()
         if self.poll_interval <= 0:
             raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
         if self.max_batch_requests < 1 or self.max_batch_bytes < 1:
             raise ValueError("max_batch_requests and max_batch_bytes must be >= 1")
-        # Pinned as the online client pins it: the endpoint is part of the identity (the cache key).
-        self.base_url = (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        self._api_key()  # fail now, with the variable's name, rather than after loading the dataset
+        self.api_key()  # fail now, with the variable's name, rather than after loading the dataset
 
     @classmethod
     def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
@@ -137,21 +122,6 @@ class OpenAIBatchGenerator:
             max_retries=options.max_retries,
             progress=progress,
         )
-
-    @property
-    def deterministic(self) -> bool:
-        return self.temperature == 0 or self.seed is not None
-
-    def identity(self) -> dict:
-        # The same settings as the online client: a reply is the same whichever way it was asked for.
-        return {
-            "generator": self.name,
-            "model": self.model,
-            "base_url": self.base_url,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-        }
 
     # ----------------------------------------------------------------- requests and state
 
@@ -202,17 +172,6 @@ class OpenAIBatchGenerator:
 
     # ----------------------------------------------------------------- the client
 
-    def _api_key(self) -> str:
-        key = os.environ.get(self.api_key_env, "").strip()
-        if key:
-            return key
-        if is_local_url(self.base_url):
-            return NO_KEY
-        raise ValueError(
-            f"the OpenAI Batch API needs an API key: set the environment variable {self.api_key_env} "
-            "(or name another one with --api-key-env)"
-        )
-
     def _client(self, key: str):
         import openai
 
@@ -230,7 +189,7 @@ class OpenAIBatchGenerator:
             return []
         import openai
 
-        key = self._api_key()
+        key = self.api_key()
         secret = None if key == NO_KEY else key
         client = self._client(key)
         results: list[Completion | None] = [None] * len(conversations)
