@@ -1,44 +1,19 @@
-"""Stage 3, score: an alignment score per response.
-
-Every scorer follows one protocol and registers by name. ``reference`` is the paper's
-reference-based score: the cosine similarity between a response's embedding and the
-embedding of its instruction's proxy response.
-"""
+"""The paper's reference-based alignment score: the cosine similarity between a response's
+embedding and the embedding of its instruction's proxy response."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from admap.embed import encode_unique, load_encoder
 from admap.models import DEFAULT_EMBEDDING_MODEL
-from admap.registry import Registry
+from admap.score.base import SCORERS
 
 logger = logging.getLogger(__name__)
-
-
-class Scorer(Protocol):
-    """Scores every row of ``responses``: a float array aligned with it, NaN where it cannot.
-
-    ``from_config`` builds the scorer from the `admap map` config, so that each scorer picks
-    the settings it needs and a new scorer is one new registered class.
-    """
-
-    name: str
-    higher_is_better: bool
-    needs_proxy: bool
-
-    @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> Scorer: ...
-
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray: ...
-
-
-SCORERS: Registry[type] = Registry("scorer")
 
 
 def paired_inner_products(
