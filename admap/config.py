@@ -19,8 +19,12 @@ import yaml
 T = TypeVar("T")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False, **kwargs: Any) -> Any:
-    metadata = {"help": help, "positional": positional}
+def option(
+    default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False, prefix: str = "", **kwargs: Any
+) -> Any:
+    """A config field with its help text. ``prefix`` (for a nested dataclass) goes before each of its
+    flags, so that two nested configs of one type (a proxy generator and a judge) get distinct flags."""
+    metadata = {"help": help, "positional": positional, "prefix": prefix}
     if dataclasses.is_dataclass(default):
         return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)):
@@ -37,8 +41,8 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _leaf_fields(cls: type) -> list[tuple[tuple[str, ...], dataclasses.Field, Any]]:
-    """``(path, field, type)`` for every non-dataclass field, nested dataclasses flattened."""
+def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[tuple[str, ...], str, dataclasses.Field, Any]]:
+    """``(path, flag_name, field, type)`` for every non-dataclass field, nested dataclasses flattened."""
     hints = typing.get_type_hints(cls)
     leaves = []
     for field in dataclasses.fields(cls):
@@ -46,17 +50,17 @@ def _leaf_fields(cls: type) -> list[tuple[tuple[str, ...], dataclasses.Field, An
             continue
         kind = hints[field.name]
         if dataclasses.is_dataclass(kind):
-            leaves += [((field.name, *path), f, t) for path, f, t in _leaf_fields(kind)]
+            inner = _leaf_fields(kind, prefix + field.metadata.get("prefix", ""))
+            leaves += [((field.name, *path), name, f, t) for path, name, f, t in inner]
         else:
-            leaves.append(((field.name,), field, kind))
+            leaves.append(((field.name,), prefix + field.name, field, kind))
     return leaves
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One flag per field (``--field-name``); booleans become ``--flag/--no-flag``."""
     seen: set[str] = set()
-    for path, field, annotation in _leaf_fields(cls):
-        name = path[-1]
+    for _, name, field, annotation in _leaf_fields(cls):
         if name in seen:
             raise TypeError(f"{cls.__name__}: field name {name!r} appears twice once flattened")
         seen.add(name)
@@ -91,12 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def _nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
-    for path, _, _ in _leaf_fields(cls):
-        if path[-1] in flat:
+    for path, name, _, _ in _leaf_fields(cls):
+        if name in flat:
             target = nested
             for part in path[:-1]:
                 target = target.setdefault(part, {})
-            target[path[-1]] = flat[path[-1]]
+            target[path[-1]] = flat[name]
     return nested
 
 

@@ -61,9 +61,21 @@ class MapConfig:
     out: str | None = option(None, "run directory (default: runs/<dataset name>)")
     proxy_file: str | None = option(None, "side file of proxy responses keyed by instruction_id or instruction text")
     generation: GeneratorOptions = option(GeneratorOptions(), "how missing proxy responses are generated")
-    scorer: str = option("reference", "alignment scorer")
+    scorer: str = option("reference", "alignment scorer: reference, judge, reward, annotation, rouge_l")
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model (the paper: all-mpnet-base-v2)")
     embed_batch_size: int | None = option(None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA)")
+    judge: GeneratorOptions = option(
+        GeneratorOptions(max_new_tokens=384), "scorer judge: the judge model", prefix="judge_"
+    )
+    judge_samples: int = option(1, "scorer judge: verdicts per response, their median is the score (>1 needs temperature)")
+    judge_prompts: str | None = option(
+        None, "scorer judge: FastChat judge_prompts.jsonl to take single-v1 from (default: the copy admap ships)"
+    )
+    reward_model: str | None = option(None, "scorer reward: a sequence-classification reward model (id or path)")
+    reward_batch_size: int = option(8, "scorer reward: responses per batch")
+    length_debias: bool = option(
+        False, "replace each score by its residual after regressing scores on log response length"
+    )
     device: str = option("auto", "auto, cpu, cuda, cuda:1, ...")
     min_responses: int = option(2, "scored responses an instruction needs to be mapped")
     region_method: Literal["paper", "quantile", "absolute"] = option("paper", "how regions are split")
