@@ -11,12 +11,22 @@ import sys
 from admap import __version__
 from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
-from admap.pipeline import MapConfig, ProxyConfig, SelectConfig, run_map, run_proxy, run_select
+from admap.pipeline import (
+    CompareConfig,
+    MapConfig,
+    ProxyConfig,
+    SelectConfig,
+    run_compare,
+    run_map,
+    run_proxy,
+    run_select,
+)
 
 COMMANDS = {
     "map": (MapConfig, run_map, "score, map and split a preference dataset; write pairs, figure and summary"),
     "select": (SelectConfig, run_select, "write one subset's DPO pairs (TRL format) from a map run"),
     "proxy": (ProxyConfig, run_proxy, "write the proxy response of every instruction (cached, resumable)"),
+    "compare-scorers": (CompareConfig, run_compare, "agreement, region overlap and length bias of several scorers"),
 }
 
 

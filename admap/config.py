@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = field.default if field.default is not dataclasses.MISSING else None
         if field.metadata.get("positional"):
             has_default = optional or field.default is not dataclasses.MISSING
-            parser.add_argument(name, nargs="?" if has_default else None, default=argparse.SUPPRESS, help=help_text)
+            nargs = "+" if typing.get_origin(kind) is list else ("?" if has_default else None)
+            parser.add_argument(name, nargs=nargs, default=argparse.SUPPRESS, help=help_text)
             continue
         flag = "--" + name.replace("_", "-")
         if kind is bool:

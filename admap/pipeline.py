@@ -10,6 +10,7 @@ row with its reason).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from admap import __version__
+from admap import __version__, compare
 from admap.config import option, to_dict
 from admap.datamap import (
     HIGH_MEAN,
@@ -37,15 +38,17 @@ from admap.datamap import (
     instruction_statistics,
     region_counts,
 )
+from admap.debias import length_residuals
 from admap.generate import GENERATORS
 from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import GenerationStats, build_generator
 from admap.inputs import InputOptions
 from admap.models import DEFAULT_EMBEDDING_MODEL
-from admap.plot import plot_map
+from admap.plot import markdown_table, plot_map
 from admap.proxy import attach_proxies
 from admap.score import SCORERS
+from admap.score.annotation import pair_counts
 from admap.select import PAIR_RULES, preference_pairs, random_instruction_ids, trl_records
 
 logger = logging.getLogger(__name__)
@@ -67,7 +70,9 @@ class MapConfig:
     judge: GeneratorOptions = option(
         GeneratorOptions(max_new_tokens=384), "scorer judge: the judge model", prefix="judge_"
     )
-    judge_samples: int = option(1, "scorer judge: verdicts per response, their median is the score (>1 needs temperature)")
+    judge_samples: int = option(
+        1, "scorer judge: verdicts per response, their median is the score (>1 needs temperature)"
+    )
     judge_prompts: str | None = option(
         None, "scorer judge: FastChat judge_prompts.jsonl to take single-v1 from (default: the copy admap ships)"
     )
@@ -123,6 +128,18 @@ class ProxyConfig:
     @property
     def out_path(self) -> Path:
         return Path(self.out) if self.out else Path("runs") / self.input.stem / "proxies.jsonl"
+
+
+@dataclass
+class CompareConfig:
+    """`admap compare-scorers`: agreement between the scores, regions and length bias of several map runs."""
+
+    runs: list[str] = option(help="run directories of `admap map` on the same dataset, one per scorer", positional=True)
+    out: str = option("runs/compare-scorers", "output folder")
+
+    def __post_init__(self) -> None:
+        if len(self.runs) < 2:
+            raise ValueError(f"compare-scorers needs at least 2 run directories, got {len(self.runs)}")
 
 
 def _check_generator(options: GeneratorOptions) -> None:
@@ -192,6 +209,17 @@ def write_jsonl(records: list[dict], path: Path) -> None:
 
 def _generator_label(options: GeneratorOptions) -> str | None:
     return None if options.generator == "none" else f"{options.generator}:{options.generator_model}"
+
+
+def region_moves(before: pd.Series, after: pd.Series) -> dict:
+    """How many instructions changed region, and between which regions."""
+    moved = before.to_numpy() != after.to_numpy()
+    transitions = pd.crosstab(before.to_numpy()[moved], after.to_numpy()[moved])
+    return {
+        "instructions_moved": int(moved.sum()),
+        "fraction_moved": float(moved.mean()) if len(moved) else 0.0,
+        "moves": {f"{a}->{b}": int(n) for a, row in transitions.iterrows() for b, n in row.items() if n},
+    }
 
 
 def _unmapped_reason(row) -> str:
@@ -296,17 +324,29 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
 
     with timings.step("score"):
         responses = data.responses.copy()
-        responses["alignment_score"] = scorer.score(instructions, responses)
         responses["response_chars"] = responses["response"].str.len()
         responses["response_words"] = responses["response"].str.split().str.len()
+        if data.has_preferences:
+            responses[["pair_wins", "pair_losses"]] = pair_counts(responses, data.preferences)
+        responses["alignment_score"] = scorer.score(instructions, responses)
 
     with timings.step("map"):
+        length_debias = None
+        if config.length_debias:
+            raw_map, _ = build_map_table(instructions, responses, config)
+            responses["alignment_score_raw"] = responses["alignment_score"]
+            responses["alignment_score"], fit = length_residuals(
+                responses["alignment_score_raw"].to_numpy(), responses["response_chars"].to_numpy()
+            )
         map_table, thresholds = build_map_table(instructions, responses, config)
+        if config.length_debias:
+            length_debias = {**fit.to_dict(), **region_moves(raw_map["region"], map_table["region"])}
+            map_table["region_before_debias"] = raw_map["region"].to_numpy()
         responses = responses.merge(map_table[["instruction_id", "region"]], on="instruction_id", how="left")
 
     with timings.step("select"):
         pairs = preference_pairs(responses, rule=config.pair_rule, annotated=data.preferences, seed=config.seed)
-        pair_counts = {
+        subset_counts = {
             subset: write_subset_pairs(
                 pairs, map_table, responses, subset, seed=config.seed, path=run_dir / "pairs" / f"{subset}.jsonl"
             )
@@ -344,9 +384,10 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "proxies": proxy_sources.fillna("missing").value_counts().to_dict(),
         "generation": generation_stats.to_dict() if generation_stats else None,
         "scores": _describe(responses["alignment_score"]),
+        "length_debias": length_debias,
         "regions": region_counts(map_table["region"]),
         "thresholds": thresholds.to_dict(),
-        "pairs": pair_counts,
+        "pairs": subset_counts,
         "unmapped": map_table.loc[~map_table["is_mapped"], ["instruction_id", "unmapped_reason"]].to_dict(
             orient="records"
         ),
@@ -423,3 +464,72 @@ def run_proxy(config: ProxyConfig, *, progress: bool = True, command: str | None
     summary_path.write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
     logger.info("%s: %d of %d proxies (%s)", out, written, len(instructions), summary["generation"])
     return out
+
+
+def _run_label(summary: dict, run_dir: Path) -> str:
+    label = summary["models"]["scorer"]
+    if summary["config"].get("length_debias"):
+        label += "+debias"
+    return label
+
+
+def run_compare(config: CompareConfig, *, progress: bool = True, command: str | None = None) -> Path:
+    """Write ``agreement.csv``, ``regions.csv``, ``length.csv``, confusion tables, ``compare.png`` and
+    ``compare.md`` into ``config.out``; returns that folder."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores, regions, labels, sources = {}, {}, [], set()
+    lengths = None
+    for run in map(Path, config.runs):
+        summary = json.loads((run / "summary.json").read_text())
+        label = _run_label(summary, run)
+        if label in labels:
+            label = f"{label} ({run.name})"
+        labels.append(label)
+        sources.add(summary["dataset"]["source"])
+        responses = pd.read_parquet(run / "scores.parquet").set_index("response_id")
+        scores[label] = responses["alignment_score"]
+        lengths = responses["response_chars"] if lengths is None else lengths.combine_first(responses["response_chars"])
+        regions[label] = pd.read_parquet(run / "map.parquet").set_index("instruction_id")["region"]
+    if len(sources) > 1:
+        raise ValueError(f"the runs map different datasets: {sorted(sources)}")
+    score_table, region_table = pd.DataFrame(scores), pd.DataFrame(regions)
+    agreement = compare.score_agreement(score_table)
+    region_overlap = compare.region_agreement(region_table)
+    length = compare.length_correlation(score_table, lengths.reindex(score_table.index))
+    agreement.to_csv(out / "agreement.csv", index=False)
+    region_overlap.to_csv(out / "regions.csv", index=False)
+    length.to_csv(out / "length.csv", index=False)
+    for first, second in itertools.combinations(labels, 2):
+        confusion = compare.region_confusion(region_table, first, second)
+        confusion.to_csv(out / f"confusion_{_slug(first)}__{_slug(second)}.csv")
+    dataset = Path(next(iter(sources))).name
+    compare.plot_comparison(agreement, length, out / "compare.png", title=f"Scorers on {dataset}")
+    lines = [
+        f"# Scorer agreement on `{dataset}`",
+        "",
+        f"- runs: {', '.join(f'`{r}`' for r in config.runs)}",
+        f"- command: `{command or shlex.join(sys.argv)}`",
+        "",
+        "## Per response",
+        "",
+        markdown_table(agreement),
+        "",
+        "## Regions (Jaccard, instructions mapped by both)",
+        "",
+        markdown_table(
+            region_overlap.pivot_table(index=["scorer_a", "scorer_b"], columns="region", values="jaccard").reset_index()
+        ),
+        "",
+        "## Length bias (correlation with response length in characters)",
+        "",
+        markdown_table(length),
+        "",
+    ]
+    (out / "compare.md").write_text("\n".join(lines))
+    logger.info("wrote %s", out)
+    return out
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_")

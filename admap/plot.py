@@ -79,3 +79,16 @@ def plot_map(
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A Markdown table; floats with 3 decimals."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "—" if value != value else f"{value:.3f}"
+        return str(value)
+
+    rows = [" | ".join(map(str, table.columns)), " | ".join("---" for _ in table.columns)]
+    rows += [" | ".join(cell(v) for v in record) for record in table.itertuples(index=False)]
+    return "\n".join(f"| {row} |" for row in rows)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from admap.datamap import REGION_LABELS, REGIONS, UNMAPPED
+from admap.plot import markdown_table
 
 
 def region_table(run_dir: Path) -> pd.DataFrame:
@@ -53,15 +54,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.machine()
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-    rows = [" | ".join(table.columns), " | ".join("---" for _ in table.columns)]
-    rows += [" | ".join(cell(v) for v in record) for record in table.itertuples(index=False)]
-    return "\n".join(f"| {row} |" for row in rows)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Stage 3, score: an alignment score per response, by any registered scorer."""
 
-from admap.score import reference  # noqa: F401  (register the scorers)
+from admap.score import annotation, judge, reference, reward, rouge  # noqa: F401  (register the scorers)
 from admap.score.base import SCORERS, Scorer
 from admap.score.reference import ReferenceScorer, paired_inner_products, reference_scores
 

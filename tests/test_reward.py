@@ -1,0 +1,162 @@
+"""The reward scorer, offline: a small reward model made from the packaged SmolLM2 with a fresh score head."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from admap.score import SCORERS
+from admap.score.reward import RewardScorer
+
+
+def test_reward_is_registered():
+    assert "reward" in SCORERS
+    assert SCORERS.get("reward") is RewardScorer
+    assert RewardScorer.higher_is_better and not RewardScorer.needs_proxy
+
+
+def test_from_config_without_a_reward_model_names_the_option():
+    config = SimpleNamespace(reward_model=None, reward_batch_size=8, device="cpu")
+    with pytest.raises(ValueError, match="--reward-model"):
+        RewardScorer.from_config(config, progress=False)
+    scorer = RewardScorer.from_config(SimpleNamespace(reward_model="some/rm", reward_batch_size=4, device="cpu"))
+    assert (scorer.model, scorer.batch_size, scorer.device) == ("some/rm", 4, "cpu")
+
+
+def test_from_map_config_without_a_reward_model_raises():
+    from admap.pipeline import MapConfig
+
+    with pytest.raises(ValueError, match="--reward-model"):
+        SCORERS.get("reward").from_config(MapConfig(scorer="reward"), progress=False)
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory) -> str:
+    """SmolLM2-135M-Instruct with a seeded, freshly initialised one-label score head, saved once."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from admap.models import materialize_gguf, resolve_generator_model
+
+    source = materialize_gguf(*resolve_generator_model("smollm2"))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    target = tmp_path_factory.mktemp("reward_model")
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def scorer(reward_model_dir) -> RewardScorer:
+    return RewardScorer(model=reward_model_dir, batch_size=8, device="cpu", progress=False)
+
+
+def _subset(data, n_responses: int):
+    """The first ``n_responses`` responses (whole instructions) and their instructions."""
+    responses = data.responses.head(n_responses).reset_index(drop=True)
+    instructions = data.instructions[data.instructions["instruction_id"].isin(responses["instruction_id"])]
+    return instructions.reset_index(drop=True), responses
+
+
+@pytest.fixture(scope="module")
+def demo_subset():
+    from admap.inputs import demo_dataset_path
+    from admap.load import load_preferences
+
+    return _subset(load_preferences(demo_dataset_path(), progress=False), 12)
+
+
+@pytest.fixture(scope="module")
+def hh_subset(hh_rlhf_path):
+    from admap.load import load_preferences
+
+    return _subset(load_preferences(str(hh_rlhf_path), skip_invalid=True, limit=12, progress=False), 12)
+
+
+def _hand_score(reward_model_dir: str, messages: list[dict], max_length: int = 2048) -> float:
+    """One conversation through the model, unbatched and unpadded: the pooled first logit."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir, dtype=torch.float32).eval()
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, -max_length:]
+    with torch.inference_mode():
+        return float(model(input_ids=ids).logits[0, 0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("subset", ["demo_subset", "hh_subset"])
+def test_reward_scores_are_finite_deterministic_and_batch_invariant(request, reward_model_dir, scorer, subset):
+    instructions, responses = request.getfixturevalue(subset)
+    assert len(responses) == 12
+    first = scorer.score(instructions, responses)
+    assert first.dtype == np.float32 and first.shape == (len(responses),)
+    assert np.isfinite(first).all()
+    assert np.unique(first).size > 1  # the head tells responses apart
+    np.testing.assert_array_equal(scorer.score(instructions, responses), first)
+    # One at a time, nothing is padded: equal scores mean the batched runs pool the right token.
+    single = RewardScorer(model=reward_model_dir, batch_size=1, device="cpu", progress=False)
+    np.testing.assert_allclose(single.score(instructions, responses), first, atol=1e-4, rtol=0)
+    # Aligned with the responses' rows, whatever the order.
+    shuffled = responses.sample(frac=1.0, random_state=0)
+    np.testing.assert_allclose(
+        scorer.score(instructions, shuffled), pd.Series(first, index=responses.index)[shuffled.index], atol=1e-4
+    )
+
+
+@pytest.mark.slow
+def test_reward_equals_a_hand_computation(reward_model_dir, scorer, hh_subset):
+    instructions, responses = hh_subset
+    row = responses.iloc[3]
+    prompt = instructions.set_index("instruction_id").loc[row["instruction_id"], "prompt_messages"]
+    messages = [*json.loads(prompt), {"role": "assistant", "content": row["response"]}]
+    expected = _hand_score(reward_model_dir, messages)
+    got = scorer.score(instructions, responses)[3]
+    assert got == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_unknown_instructions_are_nan_and_empty_responses_are_scored(scorer, demo_subset):
+    instructions, responses = demo_subset
+    responses = responses.head(3).copy()
+    responses.loc[0, "instruction_id"] = "no-such-instruction"
+    responses.loc[1, "response"] = "   "
+    scores = scorer.score(instructions, responses)
+    assert np.isnan(scores[0])
+    assert np.isfinite(scores[1:]).all()
+    assert scorer.score(instructions, responses.iloc[:0]).shape == (0,)
+
+
+@pytest.mark.slow
+def test_left_truncation_keeps_the_response(reward_model_dir):
+    long_prompt = " ".join(f"word{i}" for i in range(3000))
+    instructions = pd.DataFrame(
+        {
+            "instruction_id": ["i"],
+            "prompt_messages": [json.dumps([{"role": "user", "content": long_prompt}])],
+        }
+    )
+    responses = pd.DataFrame(
+        {
+            "instruction_id": ["i", "i"],
+            "response_id": ["a", "b"],
+            "response": ["Paris is the capital of France.", "I do not know, sorry."],
+        }
+    )
+    scorer = RewardScorer(model=reward_model_dir, max_length=48, batch_size=2, device="cpu", progress=False)
+    _, tokenizer = scorer.load()
+    ids = scorer.encode([{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "Paris!"}], tokenizer)
+    assert len(ids) == 48 and "Paris!" in tokenizer.decode(ids)
+    scores = scorer.score(instructions, responses)
+    assert np.isfinite(scores).all()
+    assert abs(scores[0] - scores[1]) > 1e-4
+    # The same as the model on the last 48 tokens of the whole conversation.
+    messages = [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": responses["response"][0]}]
+    assert scores[0] == pytest.approx(_hand_score(reward_model_dir, messages, max_length=48), abs=1e-4)
