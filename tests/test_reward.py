@@ -152,7 +152,9 @@ def test_left_truncation_keeps_the_response(reward_model_dir):
     )
     scorer = RewardScorer(model=reward_model_dir, max_length=48, batch_size=2, device="cpu", progress=False)
     _, tokenizer = scorer.load()
-    ids = scorer.encode([{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "Paris!"}], tokenizer)
+    ids = scorer.encode(
+        [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "Paris!"}], tokenizer
+    )
     assert len(ids) == 48 and "Paris!" in tokenizer.decode(ids)
     scores = scorer.score(instructions, responses)
     assert np.isfinite(scores).all()

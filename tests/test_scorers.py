@@ -43,12 +43,16 @@ def test_rouge_scorer_leaves_responses_without_proxy_unscored():
 
 
 def test_annotation_scorer_uses_ratings_then_pair_win_rates():
-    responses = pd.DataFrame({
-        "instruction_id": ["a", "a", "b", "b", "b"],
-        "response_id": ["a-0", "a-1", "b-0", "b-1", "b-2"],
-        "rating": [4.0, 2.0, np.nan, np.nan, np.nan],
-    })
-    preferences = pd.DataFrame({"instruction_id": ["b", "b"], "chosen_id": ["b-0", "b-0"], "rejected_id": ["b-1", "b-2"]})
+    responses = pd.DataFrame(
+        {
+            "instruction_id": ["a", "a", "b", "b", "b"],
+            "response_id": ["a-0", "a-1", "b-0", "b-1", "b-2"],
+            "rating": [4.0, 2.0, np.nan, np.nan, np.nan],
+        }
+    )
+    preferences = pd.DataFrame(
+        {"instruction_id": ["b", "b"], "chosen_id": ["b-0", "b-0"], "rejected_id": ["b-1", "b-2"]}
+    )
     responses[["pair_wins", "pair_losses"]] = pair_counts(responses, preferences)
     assert responses["pair_wins"].tolist() == [0, 0, 2, 0, 0]
     scores = AnnotationScorer().score(pd.DataFrame(), responses)
@@ -77,8 +81,24 @@ def test_annotation_and_rouge_maps_on_hh_rlhf_with_length_debias(tmp_path, hh_rl
     from admap.cli import main
 
     out = tmp_path / "annotation"
-    assert main(["map", str(hh_rlhf_path), "--limit", "200", "--skip-invalid", "--scorer", "annotation",
-                 "--length-debias", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "map",
+                str(hh_rlhf_path),
+                "--limit",
+                "200",
+                "--skip-invalid",
+                "--scorer",
+                "annotation",
+                "--length-debias",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     # The annotation needs no proxy: none is generated, none is written.
     assert summary["proxies"] == {} and summary["generation"] is None and not (out / "proxies.jsonl").exists()
