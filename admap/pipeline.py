@@ -78,6 +78,9 @@ class MapConfig:
     )
     reward_model: str | None = option(None, "scorer reward: a sequence-classification reward model (id or path)")
     reward_batch_size: int = option(8, "scorer reward: responses per batch")
+    reward_trust_remote_code: bool = option(
+        False, "scorer reward: run the model's own code from its repository (ArmoRM needs it)"
+    )
     length_debias: bool = option(
         False, "replace each score by its residual after regressing scores on log response length"
     )
@@ -379,6 +382,8 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "models": {
             "scorer": config.scorer,
             "embedding_model": config.embedding_model if config.scorer == "reference" else None,
+            "reward_model": config.reward_model if config.scorer == "reward" else None,
+            "judge_model": _generator_label(config.judge) if config.scorer == "judge" else None,
             "proxy_generator": _generator_label(config.generation),
         },
         "proxies": proxy_sources.fillna("missing").value_counts().to_dict(),

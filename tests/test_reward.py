@@ -51,13 +51,23 @@ def reward_model_dir(tmp_path_factory) -> str:
     return str(target)
 
 
+# Real conversations cut to their last 192 tokens: the slow tests stay quick on two CPU cores, and the
+# longer HH-RLHF conversations exercise left truncation on real data.
+MAX_LENGTH = 192
+
+
 @pytest.fixture(scope="module")
 def scorer(reward_model_dir) -> RewardScorer:
-    return RewardScorer(model=reward_model_dir, batch_size=8, device="cpu", progress=False)
+    return RewardScorer(model=reward_model_dir, batch_size=8, max_length=MAX_LENGTH, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def single_scorer(reward_model_dir) -> RewardScorer:
+    return RewardScorer(model=reward_model_dir, batch_size=1, max_length=MAX_LENGTH, device="cpu", progress=False)
 
 
 def _subset(data, n_responses: int):
-    """The first ``n_responses`` responses (whole instructions) and their instructions."""
+    """The first ``n_responses`` responses and their instructions."""
     responses = data.responses.head(n_responses).reset_index(drop=True)
     instructions = data.instructions[data.instructions["instruction_id"].isin(responses["instruction_id"])]
     return instructions.reset_index(drop=True), responses
@@ -78,13 +88,32 @@ def hh_subset(hh_rlhf_path):
     return _subset(load_preferences(str(hh_rlhf_path), skip_invalid=True, limit=12, progress=False), 12)
 
 
-def _hand_score(reward_model_dir: str, messages: list[dict], max_length: int = 2048) -> float:
-    """One conversation through the model, unbatched and unpadded: the pooled first logit."""
+@pytest.fixture(scope="module")
+def demo_scores(scorer, demo_subset) -> np.ndarray:
+    return scorer.score(*demo_subset)
+
+
+@pytest.fixture(scope="module")
+def hh_scores(scorer, hh_subset) -> np.ndarray:
+    return scorer.score(*hh_subset)
+
+
+@pytest.fixture(scope="module")
+def hand_model(reward_model_dir):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(reward_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir, dtype=torch.float32).eval()
+    return model, tokenizer
+
+
+def _hand_score(hand_model, messages: list[dict], max_length: int) -> float:
+    """One conversation through the model, unbatched and unpadded, cut to its last ``max_length``
+    tokens: the pooled first logit."""
+    import torch
+
+    model, tokenizer = hand_model
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, -max_length:]
     with torch.inference_mode():
@@ -92,34 +121,31 @@ def _hand_score(reward_model_dir: str, messages: list[dict], max_length: int = 2
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("subset", ["demo_subset", "hh_subset"])
-def test_reward_scores_are_finite_deterministic_and_batch_invariant(request, reward_model_dir, scorer, subset):
-    instructions, responses = request.getfixturevalue(subset)
+@pytest.mark.parametrize("dataset", ["demo", "hh"])
+def test_reward_scores_are_finite_deterministic_and_batch_invariant(request, scorer, single_scorer, dataset):
+    instructions, responses = request.getfixturevalue(f"{dataset}_subset")
+    first = request.getfixturevalue(f"{dataset}_scores")  # batch size 8
     assert len(responses) == 12
-    first = scorer.score(instructions, responses)
     assert first.dtype == np.float32 and first.shape == (len(responses),)
     assert np.isfinite(first).all()
     assert np.unique(first).size > 1  # the head tells responses apart
     np.testing.assert_array_equal(scorer.score(instructions, responses), first)
-    # One at a time, nothing is padded: equal scores mean the batched runs pool the right token.
-    single = RewardScorer(model=reward_model_dir, batch_size=1, device="cpu", progress=False)
-    np.testing.assert_allclose(single.score(instructions, responses), first, atol=1e-4, rtol=0)
-    # Aligned with the responses' rows, whatever the order.
+    # One at a time nothing is padded: equal scores mean that the batched runs pool the right token.
+    # The rows are shuffled too: scores stay aligned with the responses' rows, whatever their order.
     shuffled = responses.sample(frac=1.0, random_state=0)
-    np.testing.assert_allclose(
-        scorer.score(instructions, shuffled), pd.Series(first, index=responses.index)[shuffled.index], atol=1e-4
-    )
+    expected = pd.Series(first, index=responses.index)[shuffled.index].to_numpy()
+    np.testing.assert_allclose(single_scorer.score(instructions, shuffled), expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow
-def test_reward_equals_a_hand_computation(reward_model_dir, scorer, hh_subset):
+@pytest.mark.parametrize("position", [3, 4])  # 226 tokens, cut to 192; 186 tokens, whole
+def test_reward_equals_a_hand_computation(hand_model, hh_subset, hh_scores, position):
     instructions, responses = hh_subset
-    row = responses.iloc[3]
+    row = responses.iloc[position]
     prompt = instructions.set_index("instruction_id").loc[row["instruction_id"], "prompt_messages"]
     messages = [*json.loads(prompt), {"role": "assistant", "content": row["response"]}]
-    expected = _hand_score(reward_model_dir, messages)
-    got = scorer.score(instructions, responses)[3]
-    assert got == pytest.approx(expected, abs=1e-4)
+    expected = _hand_score(hand_model, messages, MAX_LENGTH)
+    assert hh_scores[position] == pytest.approx(expected, abs=1e-4)
 
 
 @pytest.mark.slow
@@ -135,7 +161,7 @@ def test_unknown_instructions_are_nan_and_empty_responses_are_scored(scorer, dem
 
 
 @pytest.mark.slow
-def test_left_truncation_keeps_the_response(reward_model_dir):
+def test_left_truncation_keeps_the_response(reward_model_dir, hand_model):
     long_prompt = " ".join(f"word{i}" for i in range(3000))
     instructions = pd.DataFrame(
         {
@@ -161,4 +187,15 @@ def test_left_truncation_keeps_the_response(reward_model_dir):
     assert abs(scores[0] - scores[1]) > 1e-4
     # The same as the model on the last 48 tokens of the whole conversation.
     messages = [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": responses["response"][0]}]
-    assert scores[0] == pytest.approx(_hand_score(reward_model_dir, messages, max_length=48), abs=1e-4)
+    assert scores[0] == pytest.approx(_hand_score(hand_model, messages, max_length=48), abs=1e-4)
+
+
+def test_render_uses_the_chat_template_else_plain_lines():
+    messages = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": ""}]
+    plain = SimpleNamespace(chat_template=None)
+    scorer = RewardScorer(model="some/rm")
+    assert scorer.render(messages, plain) == ("User: Hi?\nAssistant: ", True)
+    templated = SimpleNamespace(
+        chat_template="...", apply_chat_template=lambda m, tokenize: "".join(f"<{x['role']}>{x['content']}" for x in m)
+    )
+    assert scorer.render(messages, templated) == ("<user>Hi?<assistant>", False)

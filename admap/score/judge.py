@@ -258,9 +258,7 @@ class JudgeScorer:
                 )
             )
         self.generation_stats = stats
-        self.verdicts = (
-            pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=VERDICT_COLUMNS)
-        )
+        self.verdicts = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=VERDICT_COLUMNS)
 
         with _quiet_nanmedian():
             scores = np.nanmedian(ratings, axis=1)

@@ -63,7 +63,9 @@ def load_judge_prompt(path: str | Path | None = None, name: str = SINGLE_V1) -> 
     """The shipped ``single-v1`` prompt, or entry ``name`` of a FastChat ``judge_prompts.jsonl`` at ``path``."""
     if path is None:
         if name != SINGLE_V1:
-            raise ValueError(f"admap ships only the {SINGLE_V1!r} judge prompt; pass a judge_prompts.jsonl for {name!r}")
+            raise ValueError(
+                f"admap ships only the {SINGLE_V1!r} judge prompt; pass a judge_prompts.jsonl for {name!r}"
+            )
         return DEFAULT_JUDGE_PROMPT
     path = Path(path)
     try:

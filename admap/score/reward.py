@@ -66,7 +66,7 @@ class RewardScorer:
             model=config.reward_model,
             batch_size=config.reward_batch_size,
             device=config.device,
-            trust_remote_code=bool(getattr(config, "reward_trust_remote_code", False)),
+            trust_remote_code=config.reward_trust_remote_code,
             progress=progress,
         )
 
