@@ -21,8 +21,10 @@ def test_from_config_without_a_reward_model_names_the_option():
     config = SimpleNamespace(reward_model=None, reward_batch_size=8, device="cpu")
     with pytest.raises(ValueError, match="--reward-model"):
         RewardScorer.from_config(config, progress=False)
-    scorer = RewardScorer.from_config(SimpleNamespace(reward_model="some/rm", reward_batch_size=4, device="cpu"))
-    assert (scorer.model, scorer.batch_size, scorer.device) == ("some/rm", 4, "cpu")
+    scorer = RewardScorer.from_config(
+        SimpleNamespace(reward_model="some/rm", reward_batch_size=4, device="cpu", reward_trust_remote_code=True)
+    )
+    assert (scorer.model, scorer.batch_size, scorer.device, scorer.trust_remote_code) == ("some/rm", 4, "cpu", True)
 
 
 def test_from_map_config_without_a_reward_model_raises():
