@@ -332,6 +332,10 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         if data.has_preferences:
             responses[["pair_wins", "pair_losses"]] = pair_counts(responses, data.preferences)
         responses["alignment_score"] = scorer.score(instructions, responses)
+        # Scorers that ask a model (the judge) keep each raw verdict for audit beside the scores.
+        verdicts = getattr(scorer, "verdicts", None)
+        if isinstance(verdicts, pd.DataFrame):
+            verdicts.to_parquet(run_dir / "judgments.parquet", index=False)
 
     with timings.step("map"):
         length_debias = None
@@ -388,6 +392,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         },
         "proxies": proxy_sources.fillna("missing").value_counts().to_dict(),
         "generation": generation_stats.to_dict() if generation_stats else None,
+        "judge_generation": scorer.generation_stats.to_dict() if getattr(scorer, "generation_stats", None) else None,
         "scores": _describe(responses["alignment_score"]),
         "length_debias": length_debias,
         "regions": region_counts(map_table["region"]),

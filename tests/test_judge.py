@@ -221,7 +221,7 @@ def test_median_of_parsed_samples_and_nan_never_zero(tmp_path):
         "Canberra, since 1913.": ["Rating: [[0]]", "Rating: [[7]]", None],  # 0 is out of range
     }
     judge = ScriptedJudge(script, temperature=0.7, seed=1)
-    scorer = JudgeScorer(judge, samples=3, cache_dir=str(tmp_path / "cache"), progress=False)
+    scorer = JudgeScorer(judge, samples=3, cache_dir=str(tmp_path / "cache"))
     instructions, responses = tables(list(script))
     scores = scorer.score(instructions, responses)
     assert scores.dtype == np.float32 and scores.shape == (5,)
@@ -241,7 +241,7 @@ def test_median_of_parsed_samples_and_nan_never_zero(tmp_path):
 
 def test_unparsable_verdicts_are_logged(tmp_path, caplog):
     judge = ScriptedJudge({"A": ["Rating: [[5]]"], "B": ["no idea"]})
-    scorer = JudgeScorer(judge, cache=False, progress=False)
+    scorer = JudgeScorer(judge, cache=False)
     with caplog.at_level("INFO", logger="admap.score.judge"):
         scores = scorer.score(*tables(["A", "B"]))
     np.testing.assert_array_equal(scores, [5.0, np.nan])
@@ -251,7 +251,7 @@ def test_unparsable_verdicts_are_logged(tmp_path, caplog):
 def test_cached_verdicts_are_reused(tmp_path):
     script = {"Canberra.": ["Rating: [[9]]"], "Sydney.": ["Rating: [[2]]"], "Dunno": ["???"]}
     judge = ScriptedJudge(script)
-    scorer = JudgeScorer(judge, cache_dir=str(tmp_path / "cache"), progress=False)
+    scorer = JudgeScorer(judge, cache_dir=str(tmp_path / "cache"))
     instructions, responses = tables(list(script))
     first = scorer.score(instructions, responses)
     assert len(judge.calls) == 3
@@ -261,7 +261,7 @@ def test_cached_verdicts_are_reused(tmp_path):
     np.testing.assert_array_equal(first, second)
     assert scorer.generation_stats.cache_hits == 3
     # Without the cache, every call asks the judge again.
-    uncached = JudgeScorer(judge, cache=False, progress=False)
+    uncached = JudgeScorer(judge, cache=False)
     uncached.score(instructions, responses)
     uncached.score(instructions, responses)
     assert len(judge.calls) == 6
@@ -271,7 +271,7 @@ def test_samples_are_cached_apart(tmp_path):
     """Seeded samples get their own cache entries: a rerun makes no calls and finds every sample again."""
     script = {"Canberra.": ["[[9]]", "[[7]]", "[[8]]", "[[1]]"]}
     judge = ScriptedJudge(script, temperature=1.0, seed=10)
-    scorer = JudgeScorer(judge, samples=3, cache_dir=str(tmp_path), progress=False)
+    scorer = JudgeScorer(judge, samples=3, cache_dir=str(tmp_path))
     instructions, responses = tables(["Canberra."])
     np.testing.assert_array_equal(scorer.score(instructions, responses), [8.0])
     judge.calls.clear()
@@ -283,11 +283,11 @@ def test_samples_are_cached_apart(tmp_path):
 def test_sampled_verdicts_without_a_seed_are_cached_only_under_a_scope(tmp_path):
     judge = ScriptedJudge({"A": ["[[4]]", "[[6]]"]}, temperature=1.0)
     instructions, responses = tables(["A"])
-    scorer = JudgeScorer(judge, samples=2, cache_dir=str(tmp_path), progress=False)
+    scorer = JudgeScorer(judge, samples=2, cache_dir=str(tmp_path))
     scorer.score(instructions, responses)
     scorer.score(instructions, responses)
     assert len(judge.calls) == 4  # not deterministic, no scope: sampled afresh
-    scoped = JudgeScorer(judge, samples=2, cache_dir=str(tmp_path), scope="runs/demo/judge", progress=False)
+    scoped = JudgeScorer(judge, samples=2, cache_dir=str(tmp_path), scope="runs/demo/judge")
     scoped.score(instructions, responses)
     scoped.score(instructions, responses)
     assert len(judge.calls) == 6
@@ -297,7 +297,7 @@ def test_duplicates_share_a_verdict_and_unknown_instructions_stay_unscored():
     judge = ScriptedJudge({"Same.": ["[[6]]"]})
     instructions, responses = tables(["Same.", "Same."])
     responses.loc[len(responses)] = ["q-missing", "r9", "Same."]
-    scores = JudgeScorer(judge, cache=False, progress=False).score(instructions, responses)
+    scores = JudgeScorer(judge, cache=False).score(instructions, responses)
     np.testing.assert_array_equal(scores, [6.0, 6.0, np.nan])
     assert len(judge.calls) == 1
 
@@ -305,7 +305,7 @@ def test_duplicates_share_a_verdict_and_unknown_instructions_stay_unscored():
 def test_multi_turn_dialogue_is_the_question():
     dialogue = "user: How do I pick a lock?\n\nassistant: Why do you ask?\n\nuser: I locked myself out."
     judge = ScriptedJudge({"Call a locksmith.": ["[[7]]"]})
-    JudgeScorer(judge, cache=False, progress=False).score(*tables(["Call a locksmith."], instruction=dialogue))
+    JudgeScorer(judge, cache=False).score(*tables(["Call a locksmith."], instruction=dialogue))
     (messages,) = judge.calls
     assert messages[0] == {"role": "system", "content": DEFAULT_JUDGE_PROMPT.system_prompt}
     assert f"[Question]\n{dialogue}\n\n[The Start of Assistant's Answer]\nCall a locksmith." in messages[1]["content"]

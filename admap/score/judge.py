@@ -167,12 +167,13 @@ class JudgeScorer:
     cache: bool = True
     cache_dir: str | None = None
     scope: str | None = None
-    progress: bool = True
     name: str = "judge"
     higher_is_better: bool = True
     needs_proxy: bool = False
-    verdicts: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VERDICT_COLUMNS), repr=False)
-    generation_stats: GenerationStats | None = field(default=None, repr=False)
+    verdicts: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=VERDICT_COLUMNS), init=False, repr=False
+    )
+    generation_stats: GenerationStats | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.generator is None:
@@ -183,6 +184,7 @@ class JudgeScorer:
 
     @classmethod
     def from_config(cls, config, *, progress: bool = True) -> JudgeScorer:
+        """The judge of ``config.judge`` (its progress bar follows ``progress``); samples from ``judge_samples``."""
         options = config.judge
         problem = samples_error(config.judge_samples, options.temperature)
         if problem:
@@ -197,7 +199,6 @@ class JudgeScorer:
             samples=config.judge_samples,
             cache=options.cache,
             cache_dir=options.cache_dir,
-            progress=progress,
         )
 
     def _sample_scope(self, sample: int) -> str | None:
