@@ -230,6 +230,20 @@ class OpenAIEndpoint:
         # The endpoint is part of the identity, so it is pinned here rather than left to the SDK's default.
         self.base_url = (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
 
+    @staticmethod
+    def endpoint_settings(options: GeneratorOptions) -> dict:
+        """The fields of this class that ``options`` sets, for either client's ``from_options``."""
+        return {
+            "model": options.generator_model,
+            "base_url": options.base_url,
+            "api_key_env": options.api_key_env,
+            "temperature": options.temperature,
+            "max_tokens": options.max_new_tokens,
+            "seed": options.generation_seed,
+            "max_retries": options.max_retries,
+            "request_timeout": options.request_timeout,
+        }
+
     @property
     def deterministic(self) -> bool:
         return self.temperature == 0 or self.seed is not None
@@ -286,17 +300,10 @@ class OpenAIGenerator(OpenAIEndpoint):
 
             return OpenAIBatchGenerator.from_options(options, device=device, progress=progress)
         return cls(
-            model=options.generator_model,
-            base_url=options.base_url,
-            api_key_env=options.api_key_env,
-            temperature=options.temperature,
-            max_tokens=options.max_new_tokens,
-            seed=options.generation_seed,
+            **cls.endpoint_settings(options),
             concurrency=options.concurrency,
             requests_per_minute=options.requests_per_minute,
             tokens_per_minute=options.tokens_per_minute,
-            max_retries=options.max_retries,
-            request_timeout=options.request_timeout,
             progress=progress,
         )
 

@@ -110,18 +110,7 @@ class OpenAIBatchGenerator(OpenAIEndpoint):
             poll_interval = float(poll) if poll else 30.0
         except ValueError:
             raise ValueError(f"{POLL_ENV} must be a number of seconds, got {poll!r}") from None
-        return cls(
-            model=options.generator_model,
-            base_url=options.base_url,
-            api_key_env=options.api_key_env,
-            temperature=options.temperature,
-            max_tokens=options.max_new_tokens,
-            seed=options.generation_seed,
-            poll_interval=poll_interval,
-            request_timeout=options.request_timeout,
-            max_retries=options.max_retries,
-            progress=progress,
-        )
+        return cls(**cls.endpoint_settings(options), poll_interval=poll_interval, progress=progress)
 
     # ----------------------------------------------------------------- requests and state
 
