@@ -95,7 +95,9 @@ def plot_comparison(agreement: pd.DataFrame, lengths: pd.DataFrame, path: str | 
     for i in range(len(names)):
         for j in range(len(names)):
             value = matrix.iat[i, j]
-            left.text(j, i, "—" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+            colour = "white" if abs(value) > 0.6 else "black"
+            label = "—" if np.isnan(value) else f"{value:.2f}"
+            left.text(j, i, label, ha="center", va="center", fontsize=8, color=colour)
     left.set_title("Spearman between scorers (per response)", fontsize=9)
     figure.colorbar(image, ax=left, shrink=0.8)
     right.barh(names, lengths["spearman_with_length"], color="#6a4c93")
