@@ -13,10 +13,12 @@ from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
 from admap.pipeline import (
     CompareConfig,
+    DiagnoseConfig,
     MapConfig,
     ProxyConfig,
     SelectConfig,
     run_compare,
+    run_diagnose,
     run_map,
     run_proxy,
     run_select,
@@ -27,6 +29,7 @@ COMMANDS = {
     "select": (SelectConfig, run_select, "write one subset's DPO pairs (TRL format) from a map run"),
     "proxy": (ProxyConfig, run_proxy, "write the proxy response of every instruction (cached, resumable)"),
     "compare-scorers": (CompareConfig, run_compare, "agreement, region overlap and length bias of several scorers"),
+    "diagnose": (DiagnoseConfig, run_diagnose, "rank the pairs whose annotation the alignment scores contradict"),
 }
 
 

@@ -25,6 +25,18 @@ def pair_counts(responses: pd.DataFrame, preferences: pd.DataFrame) -> pd.DataFr
     )
 
 
+def annotation_labels(responses: pd.DataFrame) -> np.ndarray:
+    """The rating where there is one, else ``pair_wins / (pair_wins + pair_losses)``, else NaN."""
+    labels = responses["rating"].to_numpy(dtype=np.float64, copy=True)
+    if {"pair_wins", "pair_losses"} <= set(responses.columns):
+        compared = (responses["pair_wins"] + responses["pair_losses"]).to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            win_rate = responses["pair_wins"].to_numpy(dtype=np.float64) / compared
+        fill = np.isnan(labels) & (compared > 0)
+        labels[fill] = win_rate[fill]
+    return labels
+
+
 @SCORERS.register("annotation")
 @dataclass
 class AnnotationScorer:
@@ -37,12 +49,4 @@ class AnnotationScorer:
         return cls()
 
     def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
-        """The rating where there is one, else ``pair_wins / (pair_wins + pair_losses)``, else NaN."""
-        scores = responses["rating"].to_numpy(dtype=np.float64, copy=True)
-        if {"pair_wins", "pair_losses"} <= set(responses.columns):
-            compared = (responses["pair_wins"] + responses["pair_losses"]).to_numpy(dtype=np.float64)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                win_rate = responses["pair_wins"].to_numpy(dtype=np.float64) / compared
-            fill = np.isnan(scores) & (compared > 0)
-            scores[fill] = win_rate[fill]
-        return scores.astype(np.float32)
+        return annotation_labels(responses).astype(np.float32)
