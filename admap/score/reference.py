@@ -50,7 +50,8 @@ def reference_scores(
 ) -> np.ndarray:
     """Cosine similarity of each response to its proxy; inputs are unit-length float32 rows."""
     scores, _ = paired_inner_products(response_embeddings, proxy_embeddings, proxy_of_response)
-    return scores
+    # float32 rounding puts identical texts at 1.0000001; a cosine stays within [-1, 1].
+    return np.clip(scores, -1.0, 1.0)
 
 
 @SCORERS.register("reference")
