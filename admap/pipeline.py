@@ -446,13 +446,17 @@ def require_run(path: str) -> Path:
     return run_dir
 
 
+def read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """``(scores, map, the dataset's own pairs or None)`` of a finished run."""
+    preferences_path = run_dir / "preferences.parquet"
+    annotated = pd.read_parquet(preferences_path) if preferences_path.exists() else None
+    return pd.read_parquet(run_dir / "scores.parquet"), pd.read_parquet(run_dir / "map.parquet"), annotated
+
+
 def run_select(config: SelectConfig) -> Path:
     """Write one subset's pairs from a finished run; returns the output path."""
     run_dir = require_run(config.run_dir)
-    responses = pd.read_parquet(run_dir / "scores.parquet")
-    map_table = pd.read_parquet(run_dir / "map.parquet")
-    preferences_path = run_dir / "preferences.parquet"
-    annotated = pd.read_parquet(preferences_path) if preferences_path.exists() else None
+    responses, map_table, annotated = read_run(run_dir)
     pairs = preference_pairs(responses, rule=config.pair_rule, annotated=annotated, seed=config.seed)
     out = Path(config.out or run_dir / "pairs" / f"{config.subset}-{config.pair_rule}-seed{config.seed}.jsonl")
     write_subset_pairs(pairs, map_table, responses, config.subset, seed=config.seed, path=out)
@@ -494,7 +498,7 @@ def run_proxy(config: ProxyConfig, *, progress: bool = True, command: str | None
     return out
 
 
-def _run_label(summary: dict, run_dir: Path) -> str:
+def _run_label(summary: dict) -> str:
     label = summary["models"]["scorer"]
     if summary["config"].get("length_debias"):
         label += "+debias"
@@ -510,7 +514,7 @@ def run_compare(config: CompareConfig, *, progress: bool = True, command: str | 
     lengths = None
     for run in map(Path, config.runs):
         summary = json.loads((run / "summary.json").read_text())
-        label = _run_label(summary, run)
+        label = _run_label(summary)
         if label in labels:
             label = f"{label} ({run.name})"
         labels.append(label)
@@ -567,10 +571,7 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
     """Write ``suspects.parquet`` (ranked pairs with texts), ``instructions.parquet`` (per-instruction
     agreement and flags), ``report.md`` and ``diagnosis.json``; returns the output folder."""
     run_dir = require_run(config.run_dir)
-    responses = pd.read_parquet(run_dir / "scores.parquet")
-    map_table = pd.read_parquet(run_dir / "map.parquet")
-    preferences_path = run_dir / "preferences.parquet"
-    annotated = pd.read_parquet(preferences_path) if preferences_path.exists() else None
+    responses, map_table, annotated = read_run(run_dir)
     if annotated is None and not responses["rating"].notna().any():
         raise ValueError(f"{run_dir}: the dataset has neither ratings nor pairs to diagnose against")
     pairs = preference_pairs(responses, rule="annotated", annotated=annotated)

@@ -1,11 +1,10 @@
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from admap.cli import main
 from admap.compare import length_correlation, region_agreement, region_confusion, score_agreement
+from runs import map_without_models
 
 
 def test_score_agreement_on_known_rankings():
@@ -56,24 +55,8 @@ def test_compare_scorers_command_on_two_model_free_runs(tmp_path):
                     "proxy": f"an answer {k} with detail about topic {k}",
                 }
             )
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     for scorer in ("rouge_l", "annotation"):
-        argv = [
-            "map",
-            str(data),
-            "--scorer",
-            scorer,
-            "--proxy-column",
-            "proxy",
-            "--generator",
-            "none",
-            "--out",
-            str(tmp_path / scorer),
-            "--quiet",
-            "--no-plot",
-        ]
-        assert main(argv) == 0
+        map_without_models(rows, tmp_path, scorer=scorer, name=scorer)
     out = tmp_path / "compare"
     assert (
         main(["compare-scorers", str(tmp_path / "rouge_l"), str(tmp_path / "annotation"), "--out", str(out), "--quiet"])

@@ -7,6 +7,7 @@ import pytest
 from admap import diagnose
 from admap.cli import main
 from admap.select import preference_pairs
+from runs import map_without_models
 
 
 def _synthetic(n_instructions=60, per_instruction=4, noise=0.02, seed=0):
@@ -73,28 +74,7 @@ def test_diagnose_command_on_a_model_free_run(tmp_path):
                 "completions": [{"response": text.format(k=k), "fine-grained_score": rating} for text, rating in shape],
             }
         )
-    data = tmp_path / "uf.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "map",
-                str(data),
-                "--scorer",
-                "rouge_l",
-                "--proxy-column",
-                "proxy",
-                "--generator",
-                "none",
-                "--out",
-                str(run),
-                "--quiet",
-                "--no-plot",
-            ]
-        )
-        == 0
-    )
+    run = map_without_models(rows, tmp_path)
     assert main(["diagnose", str(run), "--top", "3", "--quiet"]) == 0
     summary = json.loads((run / "diagnosis" / "diagnosis.json").read_text())
     assert (summary["pairs"], summary["instructions"], summary["instructions_not_diagnosable"]) == (27, 10, 1)

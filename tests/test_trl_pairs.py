@@ -1,10 +1,8 @@
 """The pairs admap writes are TRL-ready: TRL's DPOTrainer takes a pairs file as it is and trains on it."""
 
-import json
-
 import pytest
 
-from admap.cli import main
+from runs import map_without_models
 
 
 @pytest.mark.slow
@@ -27,28 +25,7 @@ def test_dpo_trains_on_a_pairs_file(tmp_path):
         }
         for k in range(6)
     ]
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "map",
-                str(data),
-                "--scorer",
-                "rouge_l",
-                "--proxy-column",
-                "proxy",
-                "--generator",
-                "none",
-                "--out",
-                str(run),
-                "--quiet",
-                "--no-plot",
-            ]
-        )
-        == 0
-    )
+    run = map_without_models(rows, tmp_path)
     dataset = load_dataset("json", data_files=str(run / "pairs" / "full.jsonl"), split="train")
     assert len(dataset) == 6 and dataset[0]["prompt"][0]["role"] == "user"
 
