@@ -67,7 +67,7 @@ class RegionThresholds:
         return asdict(self)
 
 
-def _stable_order(values: np.ndarray, instruction_ids: np.ndarray) -> np.ndarray:
+def stable_order(values: np.ndarray, instruction_ids: np.ndarray) -> np.ndarray:
     # Ties in the statistic are broken by instruction id, so the split never depends on input order.
     return np.lexsort((instruction_ids, values))
 
@@ -103,11 +103,11 @@ def assign_regions(
         return regions, RegionThresholds(method, float("nan"), float("nan"))
 
     if method == "paper":
-        by_variance = _stable_order(variance, ids)
+        by_variance = stable_order(variance, ids)
         n_low_variance = 2 * n // 3
         high_variance = by_variance[n_low_variance:]
         low_variance = by_variance[:n_low_variance]
-        by_mean = low_variance[_stable_order(mean[low_variance], ids[low_variance])]
+        by_mean = low_variance[stable_order(mean[low_variance], ids[low_variance])]
         n_low_mean = len(by_mean) // 2
         labels = np.empty(n, dtype=object)
         labels[high_variance] = HIGH_VARIANCE

@@ -1,6 +1,17 @@
 """Selection strategies registered by name: ``full``, ``random``, the map's regions and the
 baselines they are compared with. Importing the package registers them all."""
 
+# Importing each strategy module registers its strategies in STRATEGIES.
+from baselines import (  # noqa: F401
+    ambiguous,
+    annotation_margin,
+    full,
+    longest,
+    random_subset,
+    regions,
+    reward_margin,
+    score_margin,
+)
 from baselines.base import STRATEGIES, SelectionInputs, SelectionStrategy, select_instructions, subset_size
 
 __all__ = ["STRATEGIES", "SelectionInputs", "SelectionStrategy", "select_instructions", "subset_size"]
