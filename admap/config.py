@@ -57,8 +57,17 @@ def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[tuple[str, ...], str
     return leaves
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field (``--field-name``); booleans become ``--flag/--no-flag``."""
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    value = yaml.safe_load(text)
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping such as '{{beta: 0.1}}', got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positionals: bool = True) -> None:
+    """One flag per field (``--field-name``); booleans become ``--flag/--no-flag``; mappings take
+    YAML (``--dpo '{beta: 0.1}'``). ``positionals=False`` turns positional fields into flags, for a
+    command whose one positional argument is its config file."""
     seen: set[str] = set()
     for _, name, field, annotation in _leaf_fields(cls):
         if name in seen:
@@ -67,13 +76,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kind, optional = _unwrap_optional(annotation)
         help_text = field.metadata.get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else None
-        if field.metadata.get("positional"):
+        if field.metadata.get("positional") and positionals:
             has_default = optional or field.default is not dataclasses.MISSING
             nargs = "+" if typing.get_origin(kind) is list else ("?" if has_default else None)
             parser.add_argument(name, nargs=nargs, default=argparse.SUPPRESS, help=help_text)
             continue
         flag = "--" + name.replace("_", "-")
-        if kind is bool:
+        if kind is dict or typing.get_origin(kind) is dict:
+            parser.add_argument(
+                flag, type=_yaml_mapping, default=argparse.SUPPRESS, dest=name, metavar="YAML", help=help_text
+            )
+        elif typing.get_origin(kind) is list:
+            item = (typing.get_args(kind) or (str,))[0]
+            parser.add_argument(flag, type=item, nargs="+", default=argparse.SUPPRESS, dest=name, help=help_text)
+        elif kind is bool:
             parser.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
@@ -137,13 +153,20 @@ def from_arguments(cls: type[T], namespace: argparse.Namespace) -> T:
     if config_path:
         values = read_yaml(config_path)
         build(cls, values, source=str(config_path))  # validate the file on its own first
-    overrides = _nest(cls, flags)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
-        else:
-            values[key] = value
+    values = deep_merge(values, _nest(cls, flags))
     return build(cls, values, source=str(config_path or "command line"))
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it, mapping into mapping, so that a flag (or a sweep
+    value) changes one key of a nested section instead of replacing the section."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def to_dict(config: Any) -> dict[str, Any]:

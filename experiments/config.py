@@ -1,0 +1,184 @@
+"""One experiment's configuration: which map, which subset, how DPO trains, how answers are judged.
+
+A YAML recipe (``experiments/configs/*.yaml``) is read into `ExperimentConfig`; the command-line
+flags of ``python -m experiments.run`` are generated from the same dataclasses, and unknown keys
+are refused at every level, TRL's ``DPOConfig`` and peft's ``LoraConfig`` fields included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from admap.config import option, to_dict
+from admap.generate.options import GeneratorOptions
+from admap.pipeline import MapConfig
+
+STAGES = ("select", "train", "answer", "judge")
+JUDGES = ("logprob", "generate")
+WANDB_MODES = ("offline", "online", "disabled")
+# The runner owns these DPOConfig fields: where the checkpoint goes and where metrics are reported.
+RUNNER_DPO_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir")
+
+
+def _check_fields(values: dict, known: set[str], *, owner: str, field: str) -> None:
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"{field}: {key!r} is not a field of {owner}{hint}")
+
+
+def dpo_config_fields() -> set[str]:
+    from trl import DPOConfig
+
+    return {f.name for f in dataclasses.fields(DPOConfig) if f.init}
+
+
+def lora_config_fields() -> set[str]:
+    from peft import LoraConfig
+
+    return {f.name for f in dataclasses.fields(LoraConfig) if f.init}
+
+
+@dataclass
+class SelectionOptions:
+    strategy: str = option(
+        "high_mean",
+        "selection strategy (baselines/): full, random, high_mean, low_mean, high_variance, annotation_margin, "
+        "score_margin, reward_margin, longest, ambiguous",
+    )
+    fraction: float | None = option(
+        None, "share of mapped instructions to keep (default: as many as the map's high-mean region, about a third)"
+    )
+    seed: int = option(42, "seed of the random strategy (the paper: 42)")
+    dynamics: str | None = option(None, "strategy ambiguous: pair_margins.parquet of an earlier full-data DPO run")
+
+    def __post_init__(self) -> None:
+        from baselines import STRATEGIES
+
+        STRATEGIES.get(self.strategy)  # an unknown name gets close matches
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ValueError(f"selection.fraction must be in (0, 1], got {self.fraction}")
+
+
+@dataclass
+class TrainOptions:
+    model: str = option("smollm2", "policy to train: smollm2 (the offline default), a hub id or a local path")
+    dpo: dict = option({}, "TRL DPOConfig fields (beta, learning_rate, max_steps, ...); unknown names are refused")
+    lora: dict | None = option(
+        None, "peft LoraConfig fields to train a LoRA adapter instead of all weights, e.g. {r: 16, lora_alpha: 32}"
+    )
+    pair_margins: bool = option(True, "record every pair's DPO implicit reward margin at each epoch end")
+    device: str = option("auto", "auto, cpu or cuda (multi-GPU: launch with accelerate)")
+
+    def __post_init__(self) -> None:
+        reserved = [key for key in self.dpo if key in RUNNER_DPO_FIELDS]
+        if reserved:
+            raise ValueError(f"train.dpo: {reserved} are set by the runner (the run directory and W&B)")
+        _check_fields(self.dpo, dpo_config_fields(), owner="trl.DPOConfig", field="train.dpo")
+        if self.lora is not None:
+            _check_fields(self.lora, lora_config_fields(), owner="peft.LoraConfig", field="train.lora")
+
+
+@dataclass
+class EvaluationOptions:
+    mt_bench: str | None = option(
+        None, "MT-Bench: a folder with question.jsonl, reference_answer/gpt-4.jsonl, judge_prompts.jsonl (None: skip)"
+    )
+    mt_bench_questions: int | None = option(None, "first N MT-Bench questions (None: all 80)")
+    mt_bench_mode: Literal["single", "pairwise"] = option(
+        "single", "single-answer grading (1-10), or pairwise against the reference answers"
+    )
+    evol_instruct: str | None = option(None, "Evol-Instruct test set (WizardLM_testset.jsonl) (None: skip)")
+    evol_instruct_questions: int | None = option(None, "first N Evol-Instruct instructions (None: all 218)")
+    reference_answers: str = option(
+        "base",
+        "opponent in pairwise judging: 'base' (the policy before DPO, answered once per experiment) "
+        "or a folder of FastChat answer files (mt_bench.jsonl, evol_instruct.jsonl)",
+    )
+    answer: GeneratorOptions = option(
+        GeneratorOptions(max_new_tokens=512, system_prompt="", cache=False),
+        "how the trained policy answers (its model is the run's checkpoint)",
+        prefix="answer_",
+    )
+    judge_prompts: str | None = option(
+        None, "FastChat judge_prompts.jsonl (or its folder) (default: the MT-Bench folder's)"
+    )
+    judge: Literal["logprob", "generate"] = option(
+        "logprob",
+        "logprob: a local model's probabilities of each verdict (small models do not follow the format); "
+        "generate: free-form verdicts through any generator, parsed as FastChat does (GPT-4o, a vLLM server)",
+    )
+    judge_generation: GeneratorOptions = option(
+        GeneratorOptions(max_new_tokens=512), "the judge model", prefix="judge_"
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("mt_bench_questions", "evol_instruct_questions"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"evaluation.{name} must be >= 1, got {value}")
+        if self.evol_instruct and not (self.judge_prompts or self.mt_bench):
+            raise ValueError("evaluation.evol_instruct needs judge prompts: set judge_prompts or mt_bench")
+        if self.judge not in JUDGES:
+            raise ValueError(f"evaluation.judge must be one of {JUDGES}, got {self.judge!r}")
+
+
+@dataclass
+class WandbOptions:
+    mode: Literal["offline", "online", "disabled"] = option(
+        "offline", "offline writes a local run directory (no login; `wandb sync` it later); online needs a login"
+    )
+    project: str = option("admap", "W&B project")
+    entity: str | None = option(None, "W&B entity (team or user)")
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise ValueError(f"wandb.mode must be one of {WANDB_MODES}, got {self.mode!r}")
+
+
+@dataclass
+class ExperimentConfig:
+    """`python -m experiments.run`: map, select a subset, train DPO on it, answer and judge benchmarks."""
+
+    name: str = option("experiment", "experiment name: runs go to OUT/NAME/runs/<run id>, rows to OUT/NAME/results")
+    out: str = option("runs/experiments", "output folder")
+    map: MapConfig = option(MapConfig(), "the data map (its `out` is set by the runner)", prefix="map_")
+    map_run: str | None = option(None, "reuse this `admap map` run directory instead of building the map")
+    selection: SelectionOptions = option(SelectionOptions(), "which instructions to train on")
+    train: TrainOptions = option(TrainOptions(), "DPO with TRL", prefix="train_")
+    evaluation: EvaluationOptions = option(EvaluationOptions(), "benchmarks and judge")
+    wandb: WandbOptions = option(WandbOptions(), "Weights & Biases logging", prefix="wandb_")
+    stages: list[str] = option(list(STAGES), f"stages to run, in order: {', '.join(STAGES)}")
+
+    def __post_init__(self) -> None:
+        unknown = [stage for stage in self.stages if stage not in STAGES]
+        if unknown:
+            raise ValueError(f"stages: unknown {unknown}; known: {list(STAGES)}")
+
+    @property
+    def experiment_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+    def map_fingerprint(self) -> str:
+        """Names the map's folder: two runs share a map exactly when their map settings agree."""
+        return _fingerprint(to_dict(self.map) | {"out": None})
+
+    def run_id(self) -> str:
+        """Unique per configuration: readable fields, then a hash of everything that changes the result."""
+        fraction = "region" if self.selection.fraction is None else f"f{self.selection.fraction:g}"
+        varying = to_dict(self)
+        for key in ("name", "out", "wandb", "stages"):
+            varying.pop(key)
+        readable = f"{self.selection.strategy}-{fraction}-{self.map.scorer}-seed{self.selection.seed}"
+        return f"{readable}-{_fingerprint(varying)}"
+
+
+def _fingerprint(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -1,0 +1,140 @@
+"""The answer and judge stages of an experiment run: the trained policy answers the configured
+benchmarks, the untrained policy (or given answer files) is the pairwise opponent, the judge grades.
+
+The benchmark logic itself (FastChat's prompts, verdicts, win rates) lives in `experiments.evaluate`.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from admap.config import to_dict
+from admap.generate.runner import build_generator
+from admap.models import pick_device
+from experiments.config import EvaluationOptions, ExperimentConfig
+from experiments.evaluate.answers import answer_file, generate_answers, read_answers
+from experiments.evaluate.data import (
+    read_evol_instruct,
+    read_judge_prompts,
+    read_questions,
+    read_reference_answers,
+    select_questions,
+)
+from experiments.evaluate.evol_instruct import run_evol_instruct
+from experiments.evaluate.judges import build_judge
+from experiments.evaluate.mt_bench import run_mt_bench
+
+logger = logging.getLogger(__name__)
+
+MT_BENCH, EVOL_INSTRUCT = "mt_bench", "evol_instruct"
+
+
+def benchmark_questions(options: EvaluationOptions) -> dict[str, list]:
+    """The configured benchmarks' questions (first N where a limit is set)."""
+    questions = {}
+    if options.mt_bench:
+        questions[MT_BENCH] = select_questions(read_questions(options.mt_bench), limit=options.mt_bench_questions)
+    if options.evol_instruct:
+        evol = read_evol_instruct(options.evol_instruct)
+        questions[EVOL_INSTRUCT] = select_questions(evol, limit=options.evol_instruct_questions)
+    return questions
+
+
+def _needs_opponent(options: EvaluationOptions) -> set[str]:
+    needed = {EVOL_INSTRUCT} if options.evol_instruct else set()
+    if options.mt_bench and options.mt_bench_mode == "pairwise":
+        needed.add(MT_BENCH)
+    return needed
+
+
+def answer_benchmarks(
+    model: str, model_id: str, options: EvaluationOptions, out_dir: Path, benchmarks: set[str], *, progress: bool
+) -> dict[str, list[dict]]:
+    """``model`` answers each benchmark in ``benchmarks``; FastChat answer files under
+    ``out_dir/<benchmark>/model_answer/``, reused where complete."""
+    questions = benchmark_questions(options)
+    generator = build_generator(replace(options.answer, generator_model=model), progress=progress)
+    try:
+        return {
+            name: generate_answers(
+                questions[name],
+                generator,
+                model_id=model_id,
+                path=answer_file(out_dir / name, model_id),
+                system_prompt=options.answer.system_prompt or None,
+            )
+            for name in sorted(benchmarks)
+        }
+    finally:
+        del generator
+        gc.collect()
+
+
+def reference_answers(
+    config: ExperimentConfig, base_checkpoint: str, folder: Path, *, progress: bool
+) -> dict[str, list[dict]]:
+    """The pairwise opponent's answers: the untrained policy's (generated once per experiment and
+    answer settings) or FastChat answer files (``<benchmark>.jsonl``) in a given folder."""
+    options = config.evaluation
+    needed = _needs_opponent(options)
+    if not needed:
+        return {}
+    if options.reference_answers != "base":
+        return {name: read_answers(Path(options.reference_answers) / f"{name}.jsonl") for name in needed}
+    settings = {"model": config.train.model, "answer": to_dict(options.answer), "evaluation": to_dict(options)}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return answer_benchmarks(base_checkpoint, "base", options, folder / digest, needed, progress=progress)
+
+
+def evaluate_policy(
+    config: ExperimentConfig,
+    model_dir: Path,
+    eval_dir: Path,
+    *,
+    reference: dict[str, list[dict]],
+    stages: list[str],
+    progress: bool,
+) -> dict:
+    """Answer (stage ``answer``) and judge (stage ``judge``) every configured benchmark; returns the
+    aggregates (``mt_bench_*``, ``evol_*``) and the judge's name."""
+    options = config.evaluation
+    questions = benchmark_questions(options)
+    if not questions:
+        return {}
+    model_id = "policy"
+    if "answer" in stages:
+        answers = answer_benchmarks(str(model_dir), model_id, options, eval_dir, set(questions), progress=progress)
+    else:
+        answers = {name: read_answers(answer_file(eval_dir / name, model_id)) for name in questions}
+    if "judge" not in stages:
+        return {}
+    prompts = read_judge_prompts(options.judge_prompts or options.mt_bench)
+    judge = build_judge(options.judge, options.judge_generation, device=pick_device("auto"), progress=progress)
+    row: dict = {"judge": f"{options.judge}:{judge.model}"}
+    if MT_BENCH in questions:
+        row |= run_mt_bench(
+            answers[MT_BENCH],
+            questions=questions[MT_BENCH],
+            references=read_reference_answers(options.mt_bench),
+            prompts=prompts,
+            judge=judge,
+            out_dir=eval_dir / MT_BENCH,
+            mode=options.mt_bench_mode,
+            baseline_answers=reference.get(MT_BENCH),
+        )
+    if EVOL_INSTRUCT in questions:
+        row |= run_evol_instruct(
+            answers[EVOL_INSTRUCT],
+            reference[EVOL_INSTRUCT],
+            questions=questions[EVOL_INSTRUCT],
+            prompts=prompts,
+            judge=judge,
+            out_dir=eval_dir / EVOL_INSTRUCT,
+        )
+    logger.info("evaluation: %s", {k: v for k, v in row.items() if not isinstance(v, str)})
+    return row

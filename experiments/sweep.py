@@ -1,0 +1,164 @@
+"""A sweep: one experiment config, a grid of values over its fields, every point run in turn.
+
+    python -m experiments.sweep experiments/configs/cpu-smoke.yaml
+
+The sweep file holds ``name``, ``base`` (an experiment config: a mapping, or the path of a YAML
+file), ``grid`` (dotted field names to lists of values; their product is run) and optionally
+``seeds`` (values of ``selection.seed``). Every point is validated before the first one runs.
+Rows go to ``OUT/NAME/results.csv`` as each run ends, and the sweep's table, restricted to its
+own points, to ``results/<name>.csv`` and ``results/<name>.md`` with the command that made them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from admap.config import build, deep_merge, option, read_yaml
+from experiments.config import ExperimentConfig
+from experiments.run import configure_logging, machine, run_experiment
+
+logger = logging.getLogger(__name__)
+
+# Columns of the Markdown view, in order, where the runs have them.
+TABLE_COLUMNS = [
+    "strategy",
+    "fraction",
+    "scorer",
+    "seed",
+    "n_instructions",
+    "n_pairs",
+    "train_steps",
+    "train_loss",
+    "train_rewards_accuracies",
+    "mt_bench_score",
+    "mt_bench_score_se",
+    "mt_bench_turn1",
+    "mt_bench_turn2",
+    "mt_bench_unparsed",
+    "evol_win_rate",
+    "evol_win_rate_se",
+    "evol_wins",
+    "evol_ties",
+    "evol_losses",
+    "evol_unparsed",
+    "wall_s",
+]
+
+
+@dataclass
+class SweepConfig:
+    name: str = option(help="sweep name: results/<name>.csv and .md")
+    base: dict | str = option(help="the experiment config all points start from (a mapping or a YAML path)")
+    grid: dict = option({}, "dotted experiment fields to lists of values, e.g. {selection.strategy: [full, random]}")
+    seeds: list[int] | None = option(None, "values of selection.seed, crossed with the grid")
+    results: str = option("results", "folder for the sweep's table")
+
+    def __post_init__(self) -> None:
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+
+
+def _nested(dotted: str, value) -> dict:
+    node: dict = {}
+    target = node
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+    return node
+
+
+def expand(sweep: SweepConfig, *, source: str) -> list[ExperimentConfig]:
+    """Every point of the grid as a validated experiment config (the experiment named after the sweep)."""
+    base = read_yaml(sweep.base) if isinstance(sweep.base, str) else dict(sweep.base)
+    grid = dict(sweep.grid)
+    if sweep.seeds is not None:
+        grid["selection.seed"] = sweep.seeds
+    keys = list(grid)
+    configs = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = deep_merge(base, {"name": sweep.name})
+        for key, value in zip(keys, values):
+            point = deep_merge(point, _nested(key, value))
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+        configs.append(build(ExperimentConfig, point, source=f"{source} [{label}]"))
+    return configs
+
+
+def markdown_table(rows: pd.DataFrame) -> str:
+    columns = [c for c in TABLE_COLUMNS if c in rows.columns]
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "" if pd.isna(value) else f"{value:.3g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for _, row in rows.iterrows()]
+    return "\n".join(lines)
+
+
+def write_sweep_results(sweep: SweepConfig, rows: pd.DataFrame, *, command: str) -> Path:
+    """``results/<name>.csv`` (one row per run) and ``results/<name>.md`` (the table, the command,
+    data, model, judge and machine)."""
+    folder = Path(sweep.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / f"{sweep.name}.csv"
+    rows.to_csv(csv_path, index=False)
+    first = rows.iloc[0]
+    header = [
+        f"# Sweep `{sweep.name}`",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Data: {first.get('dataset')} (map scorer {first.get('scorer')}). Policy: {first.get('model')}. "
+        f"Judge: {first.get('judge', 'none')}. Machine: {machine()}. Seeds: "
+        f"{', '.join(str(s) for s in sorted(rows['seed'].dropna().unique()))}.",
+        "Per-run rows (with run ids, dates, git commits and wall times): "
+        f"`{csv_path.name}`. Standard errors (`_se`) are over questions.",
+        "",
+    ]
+    (folder / f"{sweep.name}.md").write_text("\n".join(header) + markdown_table(rows) + "\n")
+    return csv_path
+
+
+def run_sweep(sweep: SweepConfig, *, source: str, command: str, progress: bool = True) -> Path:
+    configs = expand(sweep, source=source)
+    logger.info("sweep %s: %d runs", sweep.name, len(configs))
+    rows = []
+    for number, config in enumerate(configs, 1):
+        logger.info("sweep %s: run %d of %d (%s)", sweep.name, number, len(configs), config.run_id())
+        rows.append(run_experiment(config, progress=progress, command=command))
+        path = write_sweep_results(sweep, pd.DataFrame(rows), command=command)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", help="sweep YAML (name, base, grid, seeds)")
+    parser.add_argument("--results", help="folder for the sweep's table (default: the file's, or results)")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    args = parser.parse_args(argv)
+    configure_logging(args.quiet)
+    values = read_yaml(args.sweep)
+    if args.results:
+        values["results"] = args.results
+    sweep = build(SweepConfig, values, source=args.sweep)
+    command = shlex.join(["python", "-m", "experiments.sweep", *(sys.argv[1:] if argv is None else argv)])
+    print(run_sweep(sweep, source=args.sweep, command=command, progress=not args.quiet))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Experiment configs: recipes validate against the dataclasses (TRL's and peft's fields included),
+flags override YAML key by key, run ids are unique per configuration, sweeps expand as declared."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("trl")
+
+from admap.config import build  # noqa: E402
+from experiments.config import ExperimentConfig  # noqa: E402
+from experiments.run import load_config  # noqa: E402
+from experiments.sweep import SweepConfig, expand  # noqa: E402
+from experiments.tracking import redacted  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+
+
+def _sweep(path: Path) -> SweepConfig:
+    return build(SweepConfig, yaml.safe_load(path.read_text()), source=str(path))
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_validates(path):
+    sweep = _sweep(path)
+    configs = expand(sweep, source=str(path))
+    strategies = sweep.grid["selection.strategy"]
+    assert [c.selection.strategy for c in configs] == strategies
+    assert len({c.run_id() for c in configs}) == len(configs)
+    assert all(c.name == sweep.name for c in configs)
+
+
+def test_paper_recipe_keeps_the_handbook_hyperparameters():
+    (config, *_) = expand(_sweep(CONFIGS / "paper-ultrafeedback.yaml"), source="paper")
+    assert config.train.dpo["beta"] == 0.01 and config.train.dpo["learning_rate"] == 5e-7
+    assert config.map.generation.generator_model == "gpt-4o-2024-11-20"
+    assert config.evaluation.judge == "generate"
+
+
+def _write(tmp_path, values) -> str:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_flags_override_one_key_of_a_yaml_section(tmp_path):
+    path = _write(tmp_path, {"train": {"dpo": {"max_steps": 8, "beta": 0.1}}, "selection": {"strategy": "random"}})
+    config, _ = load_config([path, "--train-dpo", "{max_steps: 2}", "--strategy", "high_variance", "--fraction", "0.2"])
+    assert config.train.dpo == {"max_steps": 2, "beta": 0.1}
+    assert config.selection.strategy == "high_variance" and config.selection.fraction == 0.2
+
+
+def test_map_flags_are_prefixed_and_the_dataset_is_a_flag(tmp_path):
+    config, _ = load_config(["--map-dataset", "demo", "--map-scorer", "rouge_l", "--stages", "select", "train"])
+    assert config.map.input.dataset == "demo" and config.map.scorer == "rouge_l"
+    assert config.stages == ["select", "train"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"trian": {}}, "unknown key"),
+        ({"train": {"dpo": {"learnig_rate": 1e-5}}}, "did you mean 'learning_rate'"),
+        ({"train": {"dpo": {"output_dir": "x"}}}, "set by the runner"),
+        ({"train": {"lora": {"rank": 8}}}, "not a field of peft.LoraConfig"),
+        ({"selection": {"strategy": "high_mean_region"}}, "did you mean"),
+        ({"selection": {"fraction": 1.5}}, "fraction must be in (0, 1]"),
+        ({"stages": ["select", "deploy"]}, "unknown ['deploy']"),
+        ({"evaluation": {"mt_bench_questions": 0}}, "mt_bench_questions must be >= 1"),
+        ({"wandb": {"mode": "cloud"}}, "wandb.mode"),
+    ],
+)
+def test_bad_configs_are_refused_by_name(values, message):
+    with pytest.raises((ValueError, KeyError)) as error:
+        build(ExperimentConfig, values, source="test.yaml")
+    assert message in str(error.value)
+
+
+def test_run_ids_follow_the_configuration_and_nothing_else():
+    base = {"selection": {"strategy": "random"}, "train": {"dpo": {"max_steps": 4}}}
+    a = build(ExperimentConfig, base)
+    same = build(ExperimentConfig, base | {"name": "other", "wandb": {"mode": "disabled"}})
+    other_seed = build(ExperimentConfig, base | {"selection": {"strategy": "random", "seed": 7}})
+    other_steps = build(ExperimentConfig, base | {"train": {"dpo": {"max_steps": 5}}})
+    assert a.run_id() == same.run_id()
+    assert len({a.run_id(), other_seed.run_id(), other_steps.run_id()}) == 3
+    assert a.run_id().startswith("random-region-reference-seed42-")
+    assert a.map_fingerprint() == other_steps.map_fingerprint()
+
+
+def test_sweep_crosses_the_grid_with_seeds():
+    sweep = build(
+        SweepConfig,
+        {
+            "name": "s",
+            "base": {"train": {"dpo": {"max_steps": 1}}},
+            "grid": {"selection.strategy": ["random", "high_mean"], "selection.fraction": [0.2, 0.3]},
+            "seeds": [1, 2, 3],
+        },
+    )
+    configs = expand(sweep, source="s")
+    assert len(configs) == 12
+    assert {(c.selection.strategy, c.selection.fraction, c.selection.seed) for c in configs} == {
+        (s, f, seed) for s in ("random", "high_mean") for f in (0.2, 0.3) for seed in (1, 2, 3)
+    }
+    with pytest.raises(ValueError, match=r"grid.selection.strategy: expected a non-empty list"):
+        build(SweepConfig, {"name": "s", "base": {}, "grid": {"selection.strategy": "random"}})
+    bad = build(SweepConfig, {"name": "s", "base": {}, "grid": {"selection.stratgy": ["random"]}})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['stratgy'\]"):
+        expand(bad, source="s")
+
+
+def test_secrets_never_reach_tracked_configs():
+    values = {
+        "judge_generation": {"api_key_env": "OPENAI_API_KEY", "base_url": "https://user:sk-live-123@api.example/v1"},
+        "extra": {"wandb_api_key": "abc", "hf_token": "hf_x", "items": [{"password": "p"}]},
+    }
+    clean = redacted(values)
+    assert clean["judge_generation"]["api_key_env"] == "OPENAI_API_KEY"
+    assert "sk-live-123" not in str(clean) and "abc" not in str(clean) and "hf_x" not in str(clean)
+    assert clean["extra"]["items"][0]["password"] == "***"
