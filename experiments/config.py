@@ -97,6 +97,13 @@ class EvaluationOptions:
     )
     evol_instruct: str | None = option(None, "Evol-Instruct test set (WizardLM_testset.jsonl) (None: skip)")
     evol_instruct_questions: int | None = option(None, "first N Evol-Instruct instructions (None: all 218)")
+    alpaca_eval: str | None = option(
+        None, "AlpacaEval instructions: tatsu-lab/alpaca_eval or alpaca_eval.json (None: skip; needs alpaca_eval)"
+    )
+    alpaca_eval_questions: int | None = option(None, "first N AlpacaEval instructions (None: all 805)")
+    alpaca_eval_annotator: str = option(
+        "weighted_alpaca_eval_gpt4_turbo", "alpaca_eval annotators config (the paper: a gpt-4o annotator)"
+    )
     reference_answers: str = option(
         "base",
         "opponent in pairwise judging: 'base' (the policy before DPO, answered once per experiment) "
@@ -116,11 +123,11 @@ class EvaluationOptions:
         "generate: free-form verdicts through any generator, parsed as FastChat does (GPT-4o, a vLLM server)",
     )
     judge_generation: GeneratorOptions = option(
-        GeneratorOptions(max_new_tokens=512), "the judge model", prefix="judge_"
+        GeneratorOptions(max_new_tokens=2048), "the judge model (FastChat's judge: 2048 new tokens)", prefix="judge_"
     )
 
     def __post_init__(self) -> None:
-        for name in ("mt_bench_questions", "evol_instruct_questions"):
+        for name in ("mt_bench_questions", "evol_instruct_questions", "alpaca_eval_questions"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"evaluation.{name} must be >= 1, got {value}")

@@ -17,6 +17,12 @@ from admap.config import to_dict
 from admap.generate.runner import build_generator
 from admap.models import pick_device
 from experiments.config import EvaluationOptions, ExperimentConfig
+from experiments.evaluate.alpaca_eval import (
+    alpaca_eval_outputs,
+    load_alpaca_eval_instructions,
+    run_alpaca_eval,
+    write_alpaca_eval_outputs,
+)
 from experiments.evaluate.answers import answer_file, generate_answers, read_answers
 from experiments.evaluate.data import (
     read_evol_instruct,
@@ -31,7 +37,7 @@ from experiments.evaluate.mt_bench import run_mt_bench
 
 logger = logging.getLogger(__name__)
 
-MT_BENCH, EVOL_INSTRUCT = "mt_bench", "evol_instruct"
+MT_BENCH, EVOL_INSTRUCT, ALPACA_EVAL = "mt_bench", "evol_instruct", "alpaca_eval"
 
 
 def benchmark_questions(options: EvaluationOptions) -> dict[str, list]:
@@ -42,6 +48,9 @@ def benchmark_questions(options: EvaluationOptions) -> dict[str, list]:
     if options.evol_instruct:
         evol = read_evol_instruct(options.evol_instruct)
         questions[EVOL_INSTRUCT] = select_questions(evol, limit=options.evol_instruct_questions)
+    if options.alpaca_eval:
+        alpaca = load_alpaca_eval_instructions(options.alpaca_eval)
+        questions[ALPACA_EVAL] = select_questions(alpaca, limit=options.alpaca_eval_questions)
     return questions
 
 
@@ -113,9 +122,22 @@ def evaluate_policy(
         answers = {name: read_answers(answer_file(eval_dir / name, model_id)) for name in questions}
     if "judge" not in stages:
         return {}
+    row: dict = {}
+    if ALPACA_EVAL in questions:
+        # AlpacaEval brings its own annotator (through the alpaca_eval package), not the FastChat judge.
+        outputs = alpaca_eval_outputs(questions[ALPACA_EVAL], answers[ALPACA_EVAL], generator=model_dir.parent.name)
+        outputs_path = write_alpaca_eval_outputs(eval_dir / ALPACA_EVAL / "model_outputs.json", outputs)
+        row |= run_alpaca_eval(
+            outputs_path,
+            out_dir=eval_dir / ALPACA_EVAL,
+            name=model_dir.parent.name,
+            annotators_config=options.alpaca_eval_annotator,
+        )
+    if not ({MT_BENCH, EVOL_INSTRUCT} & set(questions)):
+        return row
     prompts = read_judge_prompts(options.judge_prompts or options.mt_bench)
     judge = build_judge(options.judge, options.judge_generation, device=pick_device("auto"), progress=progress)
-    row: dict = {"judge": f"{options.judge}:{judge.model}"}
+    row["judge"] = f"{options.judge}:{judge.model}"
     if MT_BENCH in questions:
         row |= run_mt_bench(
             answers[MT_BENCH],

@@ -1,0 +1,176 @@
+"""AlpacaEval 2 through the ``alpaca_eval`` package (optional: ``pip install alpaca-eval``, admap's ``eval`` extra).
+
+The 805 AlpacaEval instructions come from the hub dataset tatsu-lab/alpaca_eval (its ``alpaca_eval.json``) or a
+local JSON / JSONL copy. A model's answers (FastChat records from `experiments.evaluate.answers.generate_answers`)
+become AlpacaEval's model outputs ``[{instruction, output, generator, dataset}]``; ``alpaca_eval.evaluate`` then
+compares them with the reference outputs through an annotator config, which calls the OpenAI API.
+
+The default annotator config is AlpacaEval 2's ``weighted_alpaca_eval_gpt4_turbo``; the package also ships
+``weighted_alpaca_eval_gpt-4o-mini-2024-07-18``, and a config for the paper's gpt-4o-2024-11-20 is a copy of
+either with ``model_name`` changed (pass its path). alpaca-eval 0.6.6 reads its default reference outputs through
+a dataset loading script, which ``datasets`` >= 4 no longer runs; ``reference_outputs`` defaults to the hub's
+``alpaca_eval_gpt4_baseline.json`` file instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from admap.errors import InputError
+from experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers
+from experiments.evaluate.data import Question
+
+logger = logging.getLogger(__name__)
+
+ALPACA_EVAL_DATASET = "tatsu-lab/alpaca_eval"
+INSTRUCTIONS_FILE = "alpaca_eval.json"
+REFERENCE_FILE = "alpaca_eval_gpt4_baseline.json"
+DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+OUTPUTS_FILE = "model_outputs.json"
+API_KEY_ENV = "OPENAI_API_KEY"
+
+
+def _hub_file(filename: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(ALPACA_EVAL_DATASET, filename, repo_type="dataset"))
+    except Exception as error:  # offline, missing, network: all mean "pass a local copy"
+        raise InputError(
+            f"{ALPACA_EVAL_DATASET}/{filename}",
+            None,
+            None,
+            f"could not be loaded from the Hugging Face hub ({type(error).__name__}: {error}); "
+            "pass a local copy of the file instead",
+        ) from error
+
+
+def _read_records(path: Path) -> list[tuple[int, dict]]:
+    """``(row, record)`` from a JSON list (row: 1-based position) or a JSONL file (row: line)."""
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(str(path), None, None, f"not JSON ({error.msg})") from None
+        return list(enumerate(records, start=1))
+    from experiments.evaluate.data import iter_jsonl
+
+    return list(iter_jsonl(path))
+
+
+def load_alpaca_eval_instructions(source: str | Path = ALPACA_EVAL_DATASET) -> list[Question]:
+    """The AlpacaEval instructions as one-turn questions (``question_id``: position from 0, ``category``: the
+    ``dataset`` field), from the hub id ``tatsu-lab/alpaca_eval`` or a local JSON / JSONL file."""
+    path = _hub_file(INSTRUCTIONS_FILE) if str(source) == ALPACA_EVAL_DATASET else Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {source}")
+    questions = []
+    for row, record in _read_records(path):
+        if not isinstance(record, dict):
+            raise InputError(str(path), row, None, f"a JSON {type(record).__name__}, not an object")
+        instruction = record.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InputError(str(path), row, "instruction", "must be a non-empty string")
+        questions.append(Question(len(questions), str(record.get("dataset") or ""), (instruction,)))
+    if not questions:
+        raise InputError(str(path), None, None, "holds no instructions")
+    return questions
+
+
+def alpaca_eval_outputs(questions: Sequence[Question], answers: Sequence[dict], *, generator: str) -> list[dict]:
+    """AlpacaEval model outputs ``{instruction, output, generator, dataset}``, one per question, in order.
+
+    A failed answer (``$ERROR$``) is written as an empty output, which the annotator judges as a loss; the
+    count is logged.
+    """
+    indexed = index_answers(list(answers))
+    missing = [q.question_id for q in questions if q.question_id not in indexed]
+    if missing:
+        raise ValueError(f"no answer to {len(missing)} AlpacaEval instructions: {missing[:10]}")
+    outputs, failed = [], 0
+    for question in questions:
+        text = answer_turns(indexed[question.question_id])[0]
+        if text == ERROR_MARKER:
+            failed += 1
+            text = ""
+        outputs.append(
+            {"instruction": question.turns[0], "output": text, "generator": generator, "dataset": question.category}
+        )
+    if failed:
+        logger.warning("AlpacaEval: %d of %d answers failed and are written as empty outputs", failed, len(outputs))
+    return outputs
+
+
+def write_alpaca_eval_outputs(path: str | Path, outputs: Sequence[dict]) -> Path:
+    """Write model outputs as the JSON list that ``alpaca_eval`` reads (``model_outputs.json``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(list(outputs), ensure_ascii=False, indent=2), encoding="utf-8")
+    return path
+
+
+def _import_alpaca_eval():
+    try:
+        import alpaca_eval
+    except ModuleNotFoundError as error:
+        if error.name == "pkg_resources":
+            # alpaca-eval 0.6.6 imports pkg_resources, which setuptools 81 and later no longer ship.
+            raise RuntimeError(
+                "alpaca_eval is installed but needs pkg_resources, which this setuptools lacks: "
+                "pip install 'setuptools<81'"
+            ) from error
+        raise RuntimeError(
+            "AlpacaEval needs the alpaca_eval package: pip install alpaca-eval "
+            "(or admap's extra: pip install -e '.[eval]')"
+        ) from error
+    return alpaca_eval
+
+
+def run_alpaca_eval(
+    outputs_path: str | Path,
+    *,
+    out_dir: str | Path,
+    name: str,
+    annotators_config: str = DEFAULT_ANNOTATOR,
+    reference_outputs: str | Path | None = None,
+) -> dict[str, float | int]:
+    """Run ``alpaca_eval.evaluate`` on the model outputs at ``outputs_path`` and return ``alpaca_eval_win_rate``
+    (a fraction, ties half), ``alpaca_eval_win_rate_se``, ``alpaca_eval_lc_win_rate`` (length-controlled, when
+    computed), ``alpaca_eval_n`` and ``alpaca_eval_avg_length``. AlpacaEval writes its leaderboard and
+    annotations under ``out_dir``.
+
+    Needs the ``alpaca_eval`` package and ``OPENAI_API_KEY`` in the environment (read by the package itself; it
+    is never passed through here); without either, a RuntimeError says how to enable it.
+    """
+    if not os.environ.get(API_KEY_ENV, "").strip():
+        raise RuntimeError(
+            f"AlpacaEval's annotator ({annotators_config}) calls the OpenAI API: set the environment variable "
+            f"{API_KEY_ENV} to run it"
+        )
+    alpaca_eval = _import_alpaca_eval()
+    reference = Path(reference_outputs) if reference_outputs is not None else _hub_file(REFERENCE_FILE)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    leaderboard, _ = alpaca_eval.evaluate(
+        model_outputs=str(outputs_path),
+        reference_outputs=str(reference),
+        annotators_config=annotators_config,
+        name=name,
+        output_path=str(out_dir),
+        precomputed_leaderboard=None,
+        is_return_instead_of_print=True,
+    )
+    row = leaderboard.loc[name]
+    result = {
+        "alpaca_eval_win_rate": float(row["win_rate"]) / 100,  # AlpacaEval reports percentages
+        "alpaca_eval_win_rate_se": float(row["standard_error"]) / 100,
+        "alpaca_eval_n": int(row["n_total"]),
+        "alpaca_eval_avg_length": int(row["avg_length"]),
+    }
+    if "length_controlled_winrate" in row:
+        result["alpaca_eval_lc_win_rate"] = float(row["length_controlled_winrate"]) / 100
+    return result
