@@ -40,6 +40,7 @@ TABLE_COLUMNS = [
     "train_rewards_accuracies",
     "mt_bench_score",
     "mt_bench_score_se",
+    "mt_bench_expected_score",
     "mt_bench_turn1",
     "mt_bench_turn2",
     "mt_bench_unparsed",
@@ -49,6 +50,9 @@ TABLE_COLUMNS = [
     "evol_ties",
     "evol_losses",
     "evol_unparsed",
+    "evol_inconsistent",
+    "evol_win_rate_model_first",
+    "evol_win_rate_model_second",
     "wall_s",
 ]
 
@@ -60,6 +64,7 @@ class SweepConfig:
     grid: dict = option({}, "dotted experiment fields to lists of values, e.g. {selection.strategy: [full, random]}")
     seeds: list[int] | None = option(None, "values of selection.seed, crossed with the grid")
     results: str = option("results", "folder for the sweep's table")
+    description: str = option("", "what the sweep is for and how to read its table (goes into the Markdown)")
 
     def __post_init__(self) -> None:
         for key, values in self.grid.items():
@@ -128,8 +133,9 @@ def write_sweep_results(sweep: SweepConfig, rows: pd.DataFrame, *, command: str)
         "Per-run rows (with run ids, dates, git commits and wall times): "
         f"`{csv_path.name}`. Standard errors (`_se`) are over questions.",
         "",
+        *([sweep.description.strip(), ""] if sweep.description else []),
     ]
-    (folder / f"{sweep.name}.md").write_text("\n".join(header) + markdown_table(rows) + "\n")
+    (folder / f"{sweep.name}.md").write_text("\n".join(header) + "\n" + markdown_table(rows) + "\n")
     return csv_path
 
 
