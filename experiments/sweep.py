@@ -1,9 +1,9 @@
 """A sweep: one experiment config, a grid of values over its fields, every point run in turn.
 
-    python -m experiments.sweep experiments/configs/cpu-smoke.yaml
+    python -m experiments.sweep experiments/configs/sweeps/cpu-smoke.yaml
 
 The sweep file holds ``name``, ``base`` (an experiment config: a mapping, or the path of a YAML
-file), ``grid`` (dotted field names to lists of values; their product is run) and optionally
+file, relative to the sweep file), ``grid`` (dotted field names to lists of values; their product is run) and optionally
 ``seeds`` (values of ``selection.seed``). Every point is validated before the first one runs.
 Rows go to ``OUT/NAME/results.csv`` as each run ends, and the sweep's table, restricted to its
 own points, to ``results/<name>.csv`` and ``results/<name>.md`` with the command that made them.
@@ -150,6 +150,16 @@ def run_sweep(sweep: SweepConfig, *, source: str, command: str, progress: bool =
     return path
 
 
+def load_sweep(path: str, *, results: str | None = None) -> SweepConfig:
+    """The sweep file at ``path``; a relative ``base`` path is read from the sweep file's folder."""
+    values = read_yaml(path)
+    if isinstance(values.get("base"), str) and not Path(values["base"]).is_absolute():
+        values["base"] = str(Path(path).parent / values["base"])
+    if results:
+        values["results"] = results
+    return build(SweepConfig, values, source=path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", help="sweep YAML (name, base, grid, seeds)")
@@ -157,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     args = parser.parse_args(argv)
     configure_logging(args.quiet)
-    values = read_yaml(args.sweep)
-    if args.results:
-        values["results"] = args.results
-    sweep = build(SweepConfig, values, source=args.sweep)
+    sweep = load_sweep(args.sweep, results=args.results)
     command = shlex.join(["python", "-m", "experiments.sweep", *(sys.argv[1:] if argv is None else argv)])
     print(run_sweep(sweep, source=args.sweep, command=command, progress=not args.quiet))
     return 0

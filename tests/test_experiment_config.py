@@ -11,19 +11,26 @@ pytest.importorskip("trl")
 from admap.config import build  # noqa: E402
 from experiments.config import ExperimentConfig  # noqa: E402
 from experiments.run import load_config  # noqa: E402
-from experiments.sweep import SweepConfig, expand  # noqa: E402
+from experiments.sweep import SweepConfig, expand, load_sweep  # noqa: E402
 from experiments.tracking import redacted  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 
 def _sweep(path: Path) -> SweepConfig:
-    return build(SweepConfig, yaml.safe_load(path.read_text()), source=str(path))
+    return load_sweep(str(path))
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_recipe_validates(path):
+def test_every_experiment_recipe_validates(path):
+    config = build(ExperimentConfig, yaml.safe_load(path.read_text()), source=str(path))
+    assert config.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_sweep_recipe_expands(path):
     sweep = _sweep(path)
+    assert (CONFIGS / f"{sweep.name}.yaml").exists()
     configs = expand(sweep, source=str(path))
     strategies = sweep.grid["selection.strategy"]
     assert [c.selection.strategy for c in configs] == strategies
@@ -32,7 +39,7 @@ def test_every_recipe_validates(path):
 
 
 def test_paper_recipe_keeps_the_handbook_hyperparameters():
-    (config, *_) = expand(_sweep(CONFIGS / "paper-ultrafeedback.yaml"), source="paper")
+    (config, *_) = expand(_sweep(CONFIGS / "sweeps" / "paper-ultrafeedback.yaml"), source="paper")
     assert config.train.dpo["beta"] == 0.01 and config.train.dpo["learning_rate"] == 5e-7
     assert config.map.generation.generator_model == "gpt-4o-2024-11-20"
     assert config.evaluation.judge == "generate"
