@@ -11,12 +11,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture(scope="session")
-def hh_rlhf_path() -> Path:
-    path = SHARED_DATA / "hh_rlhf" / "harmless-base-test.jsonl.gz"
+def shared_data(relative: str) -> Path:
+    """A file or folder of ../shared/data, or a skip where the checkout has none beside it."""
+    path = SHARED_DATA / relative
     if not path.exists():
         pytest.skip(f"{path} not present (the shared data folder lies beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="session")
+def hh_rlhf_path() -> Path:
+    return shared_data("hh_rlhf/harmless-base-test.jsonl.gz")
+
+
+@pytest.fixture(scope="session")
+def mt_bench_dir() -> Path:
+    return shared_data("mt_bench/question.jsonl").parent
+
+
+@pytest.fixture(scope="session")
+def evol_path() -> Path:
+    return shared_data("evol_instruct/WizardLM_testset.jsonl")
 
 
 @pytest.fixture(scope="session")

@@ -45,24 +45,7 @@ from experiments.evaluate import (
 )
 from experiments.evaluate.mt_bench import pair_conversation, single_conversation
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAKE_KEY = "sk-admap-FAKE-evaluate-0123456789"
-
-
-@pytest.fixture(scope="session")
-def mt_bench_dir() -> Path:
-    path = SHARED_DATA / "mt_bench"
-    if not (path / "question.jsonl").exists():
-        pytest.skip(f"{path} not present (the shared data folder lies beside the checkout)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def evol_path() -> Path:
-    path = SHARED_DATA / "evol_instruct" / "WizardLM_testset.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not present (the shared data folder lies beside the checkout)")
-    return path
 
 
 @pytest.fixture(scope="session")

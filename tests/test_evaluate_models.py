@@ -2,7 +2,6 @@
 
 import logging
 import math
-from pathlib import Path
 
 import pytest
 
@@ -27,17 +26,14 @@ from experiments.evaluate.mt_bench import single_conversation
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
-MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench"
 # A writing question (single-v1 prompts) and a math one (single-math-v1, with the GPT-4 reference).
 QUESTION_IDS = [81, 111]
 
 
 @pytest.fixture(scope="module")
-def mt_bench():
-    if not (MT_BENCH / "question.jsonl").exists():
-        pytest.skip(f"{MT_BENCH} not present (the shared data folder lies beside the checkout)")
-    questions = select_questions(read_questions(MT_BENCH), question_ids=QUESTION_IDS)
-    return questions, read_reference_answers(MT_BENCH), read_judge_prompts(MT_BENCH)
+def mt_bench(mt_bench_dir):
+    questions = select_questions(read_questions(mt_bench_dir), question_ids=QUESTION_IDS)
+    return questions, read_reference_answers(mt_bench_dir), read_judge_prompts(mt_bench_dir)
 
 
 @pytest.fixture(scope="module")

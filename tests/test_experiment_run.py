@@ -11,8 +11,6 @@ from runs import map_without_models
 pytest.importorskip("trl")
 pytest.importorskip("wandb")
 
-MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench"
-
 TOPICS = ["tea", "rain", "maps", "bread", "tides", "chess", "clocks", "bees", "glass"]
 
 
@@ -30,9 +28,7 @@ def _rows():
 
 
 @pytest.mark.slow
-def test_a_run_trains_evaluates_logs_and_resumes(tmp_path, monkeypatch):
-    if not MT_BENCH.exists():
-        pytest.skip(f"{MT_BENCH} not present")
+def test_a_run_trains_evaluates_logs_and_resumes(tmp_path, monkeypatch, mt_bench_dir):
     import torch
     from safetensors.torch import load_file
 
@@ -60,7 +56,7 @@ def test_a_run_trains_evaluates_logs_and_resumes(tmp_path, monkeypatch):
                 }
             },
             "evaluation": {
-                "mt_bench": str(MT_BENCH),
+                "mt_bench": str(mt_bench_dir),
                 "mt_bench_questions": 1,
                 "answer": {"max_new_tokens": 8, "system_prompt": ""},
                 "judge_generation": {"generator_model": "smollm2"},
