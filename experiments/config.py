@@ -156,7 +156,7 @@ class ExperimentConfig:
 
     name: str = option("experiment", "experiment name: runs go to OUT/NAME/runs/<run id>, rows to OUT/NAME/results")
     out: str = option("runs/experiments", "output folder")
-    map: MapConfig = option(MapConfig(), "the data map (its `out` is set by the runner)", prefix="map_")
+    map: MapConfig = option(MapConfig(), "the data map (default folder: OUT/NAME/maps/<settings hash>)", prefix="map_")
     map_run: str | None = option(None, "reuse this `admap map` run directory instead of building the map")
     selection: SelectionOptions = option(SelectionOptions(), "which instructions to train on")
     train: TrainOptions = option(TrainOptions(), "DPO with TRL", prefix="train_")

@@ -65,11 +65,13 @@ def is_main_process() -> bool:
 
 
 def ensure_map(config: ExperimentConfig, *, progress: bool) -> Path:
-    """The map run directory: the one given, or this experiment's map for these settings (built
-    once; a map that is already complete is reused)."""
+    """The map run directory: ``map_run``, else ``map.out`` or this experiment's map for these
+    settings, built once (a map that is already complete is reused)."""
     if config.map_run:
         return require_run(config.map_run)
     map_dir = config.experiment_dir / "maps" / f"{config.map.input.stem}-{config.map.scorer}-{config.map_fingerprint()}"
+    if config.map.out:
+        map_dir = Path(config.map.out)
     if not (map_dir / "summary.json").exists():
         run_map(replace(config.map, out=str(map_dir)), progress=progress)
     return map_dir
