@@ -112,9 +112,50 @@ def markdown_table(rows: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# The metrics drawn in the sweep's figure, with the standard-error column of each where there is one.
+FIGURE_METRICS = {
+    "mt_bench_score": "mt_bench_score_se",
+    "mt_bench_expected_score": "mt_bench_expected_score_se",
+    "evol_win_rate": "evol_win_rate_se",
+    "mt_bench_pair_win_rate": "mt_bench_pair_win_rate_se",
+    "alpaca_eval_win_rate": "alpaca_eval_win_rate_se",
+}
+
+
+def run_label(row: pd.Series, *, with_seed: bool) -> str:
+    fraction = row.get("fraction")
+    label = str(row["strategy"]) if pd.isna(fraction) else f"{row['strategy']} {fraction:g}"
+    return f"{label} seed {row['seed']}" if with_seed else label
+
+
+def plot_sweep(rows: pd.DataFrame, path: Path, *, title: str) -> Path | None:
+    """One panel per evaluation metric the runs have: each run's value with its standard error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in FIGURE_METRICS if m in rows.columns and rows[m].notna().any()]
+    if not metrics:
+        return None
+    with_seed = rows["seed"].nunique() > 1
+    labels = [run_label(row, with_seed=with_seed) for _, row in rows.iterrows()]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        errors = rows[FIGURE_METRICS[metric]] if FIGURE_METRICS[metric] in rows.columns else None
+        axis.bar(range(len(rows)), rows[metric], yerr=errors, capsize=3, color="#4c72b0")
+        axis.set_xticks(range(len(rows)), labels, rotation=35, ha="right", fontsize=8)
+        axis.set_title(metric, fontsize=9)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def write_sweep_results(sweep: SweepConfig, rows: pd.DataFrame, *, command: str) -> Path:
-    """``results/<name>.csv`` (one row per run) and ``results/<name>.md`` (the table, the command,
-    data, model, judge and machine)."""
+    """``results/<name>.csv`` (one row per run), ``results/<name>.md`` (the table, the command,
+    data, model, judge and machine) and ``results/<name>.png`` (the evaluation metrics)."""
     folder = Path(sweep.results)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path = folder / f"{sweep.name}.csv"
@@ -135,6 +176,14 @@ def write_sweep_results(sweep: SweepConfig, rows: pd.DataFrame, *, command: str)
         "",
         *([sweep.description.strip(), ""] if sweep.description else []),
     ]
+    figure = plot_sweep(
+        rows,
+        folder / f"{sweep.name}.png",
+        title=f"{sweep.name}: {first.get('model')} on {first.get('dataset')}, judge {first.get('judge', 'none')}, "
+        f"{machine()}",
+    )
+    if figure is not None:
+        header.append(f"![{sweep.name}]({figure.name})\n")
     (folder / f"{sweep.name}.md").write_text("\n".join(header) + "\n" + markdown_table(rows) + "\n")
     return csv_path
 

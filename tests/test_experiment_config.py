@@ -3,6 +3,7 @@ flags override YAML key by key, run ids are unique per configuration, sweeps exp
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -127,3 +128,19 @@ def test_secrets_never_reach_tracked_configs():
     assert clean["judge_generation"]["api_key_env"] == "OPENAI_API_KEY"
     assert "sk-live-123" not in str(clean) and "abc" not in str(clean) and "hf_x" not in str(clean)
     assert clean["extra"]["items"][0]["password"] == "***"
+
+
+def test_sweep_results_are_a_table_a_markdown_view_and_a_figure(tmp_path):
+    from experiments.sweep import write_sweep_results
+
+    sweep = build(SweepConfig, {"name": "toy", "base": {}, "results": str(tmp_path), "description": "Read me."})
+    rows = [
+        {"strategy": s, "fraction": None, "seed": 42, "dataset": "demo", "model": "smollm2", "judge": "logprob:x"}
+        | {"mt_bench_score": score, "mt_bench_score_se": 0.5, "evol_win_rate": 0.5 + score / 100}
+        for s, score in (("full", 6.0), ("high_mean", 6.5), ("random", 5.5))
+    ]
+    path = write_sweep_results(sweep, pd.DataFrame(rows), command="python -m experiments.sweep toy")
+    table = (tmp_path / "toy.md").read_text()
+    assert path == tmp_path / "toy.csv" and (tmp_path / "toy.png").stat().st_size > 0
+    assert "python -m experiments.sweep toy" in table and "Read me." in table and "![toy](toy.png)" in table
+    assert "| high_mean |  | 42 | 6.5 | 0.5 | 0.565 |" in table
