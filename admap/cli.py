@@ -17,11 +17,13 @@ from admap.pipeline import (
     MapConfig,
     ProxyConfig,
     SelectConfig,
+    ViewConfig,
     run_compare,
     run_diagnose,
     run_map,
     run_proxy,
     run_select,
+    run_view,
 )
 
 COMMANDS = {
@@ -30,6 +32,7 @@ COMMANDS = {
     "proxy": (ProxyConfig, run_proxy, "write the proxy response of every instruction (cached, resumable)"),
     "compare-scorers": (CompareConfig, run_compare, "agreement, region overlap and length bias of several scorers"),
     "diagnose": (DiagnoseConfig, run_diagnose, "rank the pairs whose annotation the alignment scores contradict"),
+    "view": (ViewConfig, run_view, "write the interactive map as one offline HTML page; --serve opens it on localhost"),
 }
 
 

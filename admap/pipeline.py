@@ -2,9 +2,9 @@
 
 A run directory holds ``scores.parquet`` (per response), ``map.parquet`` (per instruction,
 with region), ``proxies.jsonl``, ``pairs/<subset>.jsonl`` (TRL conversational format),
-``preferences.parquet`` (the dataset's own pairs, for pair datasets), ``map.png`` and
-``summary.json`` (counts, thresholds, models, versions, seed, timings, and every skipped
-row with its reason).
+``preferences.parquet`` (the dataset's own pairs, for pair datasets), ``map.png``,
+``view.html`` (the interactive map, `admap view`) and ``summary.json`` (counts, thresholds,
+models, versions, seed, timings, and every skipped row with its reason).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from admap import __version__, compare, diagnose
+from admap import __version__, compare, diagnose, view
 from admap.config import option, to_dict
 from admap.datamap import (
     HIGH_MEAN,
@@ -94,6 +94,7 @@ class MapConfig:
     pair_rule: Literal["annotated", "best_vs_random", "alignment_score"] = option("annotated", "DPO pair rule")
     seed: int = option(42, "seed for the random subset and sampled pairs")
     plot: bool = option(True, "write map.png")
+    view: bool = option(True, "write view.html, the interactive map in the browser (see admap view)")
 
     def __post_init__(self) -> None:
         if self.region_method not in REGION_METHODS:
@@ -156,6 +157,27 @@ class DiagnoseConfig:
     def __post_init__(self) -> None:
         if self.top < 0:
             raise ValueError(f"top must be >= 0, got {self.top}")
+
+
+@dataclass
+class ViewConfig:
+    """`admap view`: the interactive data map as one self-contained HTML page (offline, no CDN)."""
+
+    run_dir: str = option(help="a run directory written by `admap map`", positional=True)
+    out: str | None = option(None, "output HTML (default: RUN_DIR/view.html)")
+    compare: list[str] = option([], "runs of other scorers on the same dataset, to colour the map by their regions")
+    max_points: int = option(100_000, "instructions in the page at most, a seeded random sample beyond (0: all)")
+    text_budget: int = option(
+        40_000_000, "characters of dataset text in the page; beyond it the longest texts are shortened first (0: all)"
+    )
+    seed: int = option(42, "seed for the sample when there are more than max_points instructions")
+    serve: bool = option(False, "serve the page on 127.0.0.1 until interrupted")
+    port: int = option(8765, "port for --serve (0: any free port)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_points", "text_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def _check_generator(options: GeneratorOptions) -> None:
@@ -419,6 +441,11 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "timings_s": dict(timings),
         "versions": package_versions(),
     }
+    if config.view:
+        with timings.step("view"):
+            payload = view.build_payload(map_table, responses, summary, seed=config.seed, name=run_dir.name)
+            view.write_view(payload, run_dir / "view.html")
+        summary["timings_s"] = dict(timings)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
     logger.info("wrote %s (regions %s)", run_dir, summary["regions"])
     return run_dir
@@ -622,6 +649,39 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
     (out / "diagnosis.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(_diagnosis_report(summary, suspects, config.top))
     logger.info("%s: %d of %d pairs contradicted by the scores", out, summary["suspect_pairs"], summary["pairs"])
+    return out
+
+
+def run_view(config: ViewConfig, *, progress: bool = True, command: str | None = None) -> Path:
+    """Write the run's interactive map (``view.html``), with suspect flags where ``admap diagnose`` has run
+    and other scorers' regions from ``config.compare``; serve it if asked. Returns the page's path."""
+    run_dir = require_run(config.run_dir)
+    responses, map_table, _ = read_run(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    suspects_path = run_dir / "diagnosis" / "suspects.parquet"
+    suspects = pd.read_parquet(suspects_path) if suspects_path.exists() else None
+    others = []
+    for other in map(require_run, config.compare):
+        other_summary = json.loads((other / "summary.json").read_text())
+        label = view.scorer_label(other_summary)
+        if label in {view.scorer_label(summary), *(o.label for o in others)}:
+            label = f"{label} ({other.name})"
+        regions = pd.read_parquet(other / "map.parquet", columns=["instruction_id", "region"])
+        others.append(view.OtherRun(label, regions.set_index("instruction_id")["region"]))
+    payload = view.build_payload(
+        map_table,
+        responses,
+        summary,
+        suspects=suspects,
+        others=others,
+        max_points=config.max_points or None,
+        seed=config.seed,
+        text_budget=config.text_budget,
+        name=run_dir.name,
+    )
+    out = view.write_view(payload, Path(config.out) if config.out else run_dir / "view.html")
+    if config.serve:
+        view.serve(out, config.port)
     return out
 
 

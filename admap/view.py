@@ -1,0 +1,387 @@
+"""Stage 8, view: the data map as one self-contained, interactive HTML page.
+
+The page draws mean against variance with WebGL (a 2D-canvas fallback where WebGL is missing),
+the region thresholds, a hover preview and a detail panel with every response, box and lasso
+selection exported as JSONL of instruction ids, and a text search. Its HTML, CSS and JavaScript
+are package data (``admap/view_assets/``), inlined at write time: no CDN, no network, offline.
+
+The data goes into the page as one JSON block, columnar (one array per field) so that 100k
+instructions stay small and parse fast. Dataset text is hostile: the JSON escapes ``<``, ``>``
+and ``&`` (so ``</script>`` in a response cannot close the block), the page only ever inserts
+data with ``textContent``, and a Content-Security-Policy allows no script but the page's own
+(by hash) and no network at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import http.server
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from admap import __version__
+from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, UNMAPPED
+from admap.inputs import DEMO_DATASET
+from admap.plot import REGION_COLOURS
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_VERSION = 1
+REGION_ORDER = (HIGH_MEAN, LOW_MEAN, HIGH_VARIANCE, UNMAPPED)
+REGION_PALETTE = {**REGION_COLOURS, UNMAPPED: "#b0b0b0"}
+# Tableau 10, without its grey: the grey is kept for "other" and missing values.
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
+OTHER, OTHER_COLOUR = "other", "#bab0ac"
+SUSPECT_PALETTE = {"suspect pair": "#d62728", "pairs agree": "#8fb3d9", "no scored pairs": "#d0d0d0"}
+# Map columns that name where an instruction came from (UltraFeedback's `source`), when a loader keeps one.
+SOURCE_COLUMNS = ("source", "dataset_source")
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
+
+
+@dataclass(frozen=True)
+class OtherRun:
+    """Another scorer's regions for the same instructions, to colour the map by."""
+
+    label: str
+    regions: pd.Series  # region by instruction_id
+
+
+def scorer_label(summary: dict) -> str:
+    """The scorer of a run with its model, e.g. ``reference (all-MiniLM-L6-v2)``."""
+    models = summary.get("models", {})
+    scorer = models.get("scorer", "unknown")
+    model = {"reference": "embedding_model", "reward": "reward_model", "judge": "judge_model"}.get(scorer)
+    label = f"{scorer} ({models[model]})" if model and models.get(model) else scorer
+    if summary.get("config", {}).get("length_debias"):
+        label += ", length-debiased"
+    return label
+
+
+def dataset_label(summary: dict) -> str:
+    """The dataset's name as `admap map` titles its figure."""
+    dataset = summary.get("config", {}).get("input", {}).get("dataset") or summary.get("dataset", {}).get("source", "")
+    return "admap demo set" if dataset == DEMO_DATASET else Path(str(dataset)).name
+
+
+def text_limit(lengths: Sequence[int] | np.ndarray, budget: int) -> int | None:
+    """The largest per-text cap whose capped total fits ``budget`` characters, so that only the
+    longest texts are shortened; None when everything fits whole or ``budget`` is 0 (no limit)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if budget <= 0 or int(lengths.sum()) <= budget:
+        return None
+    low, high = 0, int(lengths.max())  # total(low) <= budget < total(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if int(np.minimum(lengths, middle).sum()) <= budget:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def shorten(text: str | None, limit: int | None) -> str | None:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if text is None or limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+
+
+def numbers(values) -> list[float | None]:
+    """Floats rounded to 6 significant digits (a smaller page, the same picture); NaN and None as null."""
+    return [float(f"{v:.6g}") if math.isfinite(v) else None for v in pd.Series(values, dtype="float64").tolist()]
+
+
+def is_missing(value) -> bool:
+    """None, pandas' NA or a float NaN (a text column read back from parquet holds any of them)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def strings(values) -> list[str | None]:
+    """Strings, with missing values as null."""
+    return [None if is_missing(value) else str(value) for value in values]
+
+
+def categorical(
+    key: str, label: str, values: Sequence, *, colours: dict[str, str] | None = None, limit: int = len(PALETTE)
+) -> dict:
+    """A colouring by category: ``names``, ``colours`` and one code per instruction. With fixed
+    ``colours`` their order is kept; otherwise the ``limit`` most frequent values get a colour each
+    and the rest share ``other``."""
+    values = ["missing" if is_missing(v) else str(v) for v in values]
+    if colours is not None:
+        names = list(colours) + sorted(set(values) - set(colours))
+        palette = [colours.get(name, OTHER_COLOUR) for name in names]
+    else:
+        counts = pd.Series(values, dtype=object).value_counts(sort=False)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        names = [name for name, _ in ranked[:limit]]
+        palette = list(PALETTE[: len(names)])
+        if len(ranked) > limit:
+            names.append(OTHER)
+            palette.append(OTHER_COLOUR)
+    index = {name: i for i, name in enumerate(names)}
+    fallback = index.get(OTHER, 0)
+    return {
+        "key": key,
+        "label": label,
+        "kind": "category",
+        "names": names,
+        "colours": palette,
+        "codes": [index.get(v, fallback) for v in values],
+    }
+
+
+def continuous(key: str, label: str, values) -> dict:
+    """A colouring by a number (null where missing), with its range."""
+    series = pd.Series(values, dtype="float64")
+    finite = series[np.isfinite(series)]
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    return {"key": key, "label": label, "kind": "continuous", "values": numbers(series), "min": low, "max": high}
+
+
+def region_name(region) -> str:
+    """A region as the legend names it: ``high_mean — aligned``."""
+    return f"{region} — {REGION_LABELS[region]}" if region in REGION_LABELS else str(region)
+
+
+def region_colouring(key: str, label: str, regions: Sequence) -> dict:
+    """A colouring by region with the map's own colours; ``unmapped`` is listed only when present."""
+    present = set(regions)
+    colours = {region_name(r): REGION_PALETTE[r] for r in REGION_ORDER if r != UNMAPPED or r in present}
+    return categorical(key, label, [region_name(r) for r in regions], colours=colours)
+
+
+def suspect_flags(ids: Sequence[str], suspects: pd.DataFrame) -> list[str]:
+    """Per instruction: ``suspect pair`` when the scores contradict one of its annotated pairs,
+    ``pairs agree`` when they order every scored pair as annotated, else ``no scored pairs``."""
+    scored = suspects[suspects["margin"].notna()]
+    with_suspect = set(scored.loc[scored["is_suspect"].astype(bool), "instruction_id"])
+    with_pairs = set(scored["instruction_id"])
+    return [
+        "suspect pair" if i in with_suspect else "pairs agree" if i in with_pairs else "no scored pairs" for i in ids
+    ]
+
+
+def top_models(ids: Sequence[str], responses: pd.DataFrame) -> list[str | None]:
+    """Per instruction, the model of its best-scored response (the first one on ties), None if it has none."""
+    ranked = responses.assign(_model=responses["model"].fillna("unknown model")).sort_values(
+        ["instruction_id", "alignment_score"], ascending=[True, False], na_position="last", kind="mergesort"
+    )
+    best = ranked.drop_duplicates("instruction_id").set_index("instruction_id")["_model"]
+    return [best.get(i) for i in ids]
+
+
+def sample_instructions(map_table: pd.DataFrame, max_points: int | None, seed: int) -> pd.DataFrame:
+    """All instructions, or a seeded random ``max_points`` of them in their original order."""
+    if not max_points or len(map_table) <= max_points:
+        return map_table.reset_index(drop=True)
+    keep = np.sort(np.random.default_rng(seed).choice(len(map_table), size=max_points, replace=False))
+    return map_table.iloc[keep].reset_index(drop=True)
+
+
+def group_responses(ids: Sequence[str], responses: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """The responses of ``ids`` ordered by instruction (input order within one), and each
+    instruction's first row: instruction ``i`` owns rows ``start[i]`` to ``start[i + 1]``."""
+    position = pd.Series(np.arange(len(ids)), index=pd.Index(ids))
+    codes = responses["instruction_id"].map(position)
+    kept = responses.assign(_position=codes).dropna(subset=["_position"])
+    kept = kept.sort_values("_position", kind="mergesort").reset_index(drop=True)
+    counts = np.bincount(kept["_position"].astype(np.int64), minlength=len(ids))
+    return kept, [0, *np.cumsum(counts).tolist()]
+
+
+def colourings(
+    table: pd.DataFrame, responses: pd.DataFrame, suspects: pd.DataFrame | None, others: Sequence[OtherRun]
+) -> list[dict]:
+    """Every way the page can colour the map, the run's regions first."""
+    ids = table["instruction_id"].tolist()
+    modes = [region_colouring("region", "region", table["region"].tolist())]
+    for number, other in enumerate(others):
+        regions = [other.regions.get(i, "not in that run") for i in ids]
+        modes.append(region_colouring(f"scorer_{number}", f"region by scorer {other.label}", regions))
+    if suspects is not None:
+        modes.append(
+            categorical(
+                "suspect", "suspect flag (admap diagnose)", suspect_flags(ids, suspects), colours=SUSPECT_PALETTE
+            )
+        )
+    modes.append(categorical("model", "model of the best-scored response", top_models(ids, responses)))
+    for column in SOURCE_COLUMNS:
+        if column in table.columns:
+            modes.append(categorical("source", f"dataset source ({column})", table[column].tolist()))
+            break
+    if table["mean_rating"].notna().any():
+        modes.append(continuous("mean_rating", "mean rating (the dataset's labels)", table["mean_rating"]))
+    return modes
+
+
+def suspect_pairs(ids: Sequence[str], suspects: pd.DataFrame) -> dict[str, list]:
+    """The pairs the scores contradict, with the index of their instruction in the page."""
+    position = {instruction_id: i for i, instruction_id in enumerate(ids)}
+    flagged = suspects[suspects["is_suspect"].astype(bool) & suspects["instruction_id"].isin(position)]
+    return {
+        "instruction": [position[i] for i in flagged["instruction_id"]],
+        "chosen": flagged["chosen_id"].astype(str).tolist(),
+        "rejected": flagged["rejected_id"].astype(str).tolist(),
+        "margin": numbers(flagged["margin"]),
+        "suspicion": numbers(flagged["suspicion_score"]),
+    }
+
+
+def finite_or_none(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def build_payload(
+    map_table: pd.DataFrame,
+    responses: pd.DataFrame,
+    summary: dict,
+    *,
+    suspects: pd.DataFrame | None = None,
+    others: Sequence[OtherRun] = (),
+    max_points: int | None = 100_000,
+    seed: int = 42,
+    text_budget: int = 40_000_000,
+    name: str = "admap",
+) -> dict:
+    """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` and ``responses``
+    (columnar; instruction ``i``'s responses are rows ``start[i]`` to ``start[i + 1]``), the
+    ``colourings`` and the suspect pairs. Texts are shortened only beyond ``text_budget`` characters."""
+    table = sample_instructions(map_table, max_points, seed)
+    ids = table["instruction_id"].astype(str).tolist()
+    grouped, start = group_responses(ids, responses)
+    proxies = table["proxy_response"] if "proxy_response" in table.columns else pd.Series([None] * len(table))
+    lengths = [len(t) for t in (*table["instruction"], *proxies.dropna(), *grouped["response"]) if isinstance(t, str)]
+    limit = text_limit(lengths, text_budget)
+    thresholds = summary.get("thresholds", {})
+    mapped = table["is_mapped"].astype(bool)
+    return {
+        "version": PAYLOAD_VERSION,
+        "meta": {
+            "title": f"Alignment Data Map — {dataset_label(summary)}",
+            "name": name,
+            "scorer": scorer_label(summary),
+            "region_method": thresholds.get("method"),
+            "thresholds": {key: finite_or_none(thresholds.get(key)) for key in ("variance", "mean")},
+            "instructions_total": int(len(map_table)),
+            "instructions_shown": int(len(table)),
+            "on_map": int(mapped.sum()),
+            "responses": int(len(grouped)),
+            "seed": seed if len(table) < len(map_table) else None,
+            "text_limit": limit,
+            "texts_shortened": int(sum(n > limit for n in lengths)) if limit is not None else 0,
+            "created": summary.get("created"),
+            "admap_version": __version__,
+            "diagnosed": suspects is not None,
+        },
+        "instructions": {
+            "id": ids,
+            "text": [shorten(t, limit) for t in strings(table["instruction"])],
+            "x": numbers(table["score_variance"].where(mapped)),
+            "y": numbers(table["mean_score"].where(mapped)),
+            "std": numbers(table["score_std"]),
+            "region": strings(table["region"]),
+            "n_responses": table["n_responses"].astype(int).tolist(),
+            "mean_rating": numbers(table["mean_rating"]),
+            "proxy": [shorten(t, limit) for t in strings(proxies)],
+            "unmapped_reason": strings(table["unmapped_reason"]),
+        },
+        "responses": {
+            "start": start,
+            "id": grouped["response_id"].astype(str).tolist(),
+            "text": [shorten(t, limit) for t in strings(grouped["response"])],
+            "model": strings(grouped["model"]),
+            "score": numbers(grouped["alignment_score"]),
+            "rating": numbers(grouped["rating"]),
+            "chars": grouped["response_chars"].astype(int).tolist(),
+            "words": grouped["response_words"].astype(int).tolist(),
+        },
+        "colourings": colourings(table, grouped, suspects, others),
+        "suspects": suspect_pairs(ids, suspects) if suspects is not None else None,
+    }
+
+
+def embed_json(payload: dict) -> str:
+    """``payload`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` at all,
+    so no text can end the element or open a comment; NaN is refused (JSON.parse rejects it)."""
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return re.sub(r"[<>&]", lambda match: _JSON_ESCAPES[match.group(0)], text)
+
+
+def read_asset(name: str) -> str:
+    return (resources.files("admap") / "view_assets" / name).read_text(encoding="utf-8")
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def content_security_policy(script: str, style: str) -> str:
+    """No network, and no script or style but the page's own (by hash): even an injected element could not run."""
+    return (
+        f"default-src 'none'; script-src {_sha256(script)}; style-src {_sha256(style)}; "
+        "img-src data: blob:; base-uri 'none'; form-action 'none'"
+    )
+
+
+def render_html(payload: dict) -> str:
+    """The page: the template with its style, script and data inlined."""
+    template, style, script = read_asset("view.html"), read_asset("view.css"), read_asset("view.js")
+    for asset, closing in ((style, "</style"), (script, "</script")):
+        if closing in asset.lower():
+            raise ValueError(f"admap/view_assets: an asset contains {closing!r}, which would end its element early")
+    parts = {
+        "TITLE": html.escape(payload["meta"]["title"]),
+        # The policy holds only keywords and base64 hashes: single quotes, never a double quote.
+        "CSP": html.escape(content_security_policy(script, style), quote=False),
+        "STYLE": style,
+        "SCRIPT": script,
+        "DATA": embed_json(payload),
+    }
+    # One pass over the template only: a marker inside the data is never substituted.
+    return re.sub(r"@@ADMAP_([A-Z]+)@@", lambda match: parts[match.group(1)], template)
+
+
+def write_view(payload: dict, path: str | Path) -> Path:
+    """Write the page to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(render_html(payload), encoding="utf-8")
+    os.replace(staging, path)
+    logger.info("%s: %d instructions, %.1f MB", path, payload["meta"]["instructions_shown"], path.stat().st_size / 1e6)
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:
+        logger.debug("%s - " + format, self.address_string(), *args)
+
+
+def make_server(path: str | Path, port: int) -> http.server.ThreadingHTTPServer:
+    """An HTTP server for ``path``'s folder on 127.0.0.1 (``port`` 0: any free port), not yet serving."""
+    handler = partial(_QuietHandler, directory=str(Path(path).resolve().parent))
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+
+
+def serve(path: str | Path, port: int) -> None:
+    """Serve ``path`` on 127.0.0.1 until interrupted (Ctrl-C)."""
+    with make_server(path, port) as server:
+        logger.info("serving http://127.0.0.1:%d/%s (Ctrl-C to stop)", server.server_address[1], Path(path).name)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            logger.info("stopped serving %s", path)

@@ -1,0 +1,966 @@
+// admap view: the alignment data map in the browser. Hand-written, no libraries, no network.
+// Dataset text reaches the DOM through textContent only: responses may hold HTML and scripts.
+(function () {
+  "use strict";
+
+  const data = JSON.parse(document.getElementById("admap-data").textContent);
+  const meta = data.meta;
+  const ins = data.instructions;
+  const res = data.responses;
+  const n = ins.id.length;
+  const GRID = 256;
+  const MARGIN = { left: 66, right: 16, top: 14, bottom: 44 };
+  const MISSING_RGB = [200, 200, 200];
+  const VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
+  const RESULTS_SHOWN = 100;
+  const $ = (id) => document.getElementById(id);
+
+  // ---- coordinates. Values are normalised to [0, 1] over their padded extent, so that float32 keeps
+  // the precision of variances near 1e-5; the view is a window onto that unit square.
+  function extent(values) {
+    let low = Infinity;
+    let high = -Infinity;
+    for (const value of values) {
+      if (value === null) continue;
+      if (value < low) low = value;
+      if (value > high) high = value;
+    }
+    if (!isFinite(low)) return [0, 1];
+    if (high - low < 1e-12) {
+      const pad = Math.abs(low) * 0.05 || 0.5;
+      return [low - pad, high + pad];
+    }
+    const pad = (high - low) * 0.04;
+    return [low - pad, high + pad];
+  }
+
+  const [xLow, xHigh] = extent(ins.x);
+  const [yLow, yHigh] = extent(ins.y);
+  const toU = (value) => (value - xLow) / (xHigh - xLow);
+  const toV = (value) => (value - yLow) / (yHigh - yLow);
+  const fromU = (u) => xLow + u * (xHigh - xLow);
+  const fromV = (v) => yLow + v * (yHigh - yLow);
+
+  const us = new Float32Array(n);
+  const vs = new Float32Array(n);
+  const onMap = new Uint8Array(n);
+  let mappedCount = 0;
+  for (let i = 0; i < n; i++) {
+    if (ins.x[i] === null || ins.y[i] === null) continue;
+    us[i] = toU(ins.x[i]);
+    vs[i] = toV(ins.y[i]);
+    onMap[i] = 1;
+    mappedCount++;
+  }
+
+  // ---- a uniform grid over the unit square: hover finds the nearest point in a few cells.
+  const cellOf = (w) => Math.min(GRID - 1, Math.max(0, Math.floor(w * GRID)));
+  const grid = (function buildGrid() {
+    const start = new Int32Array(GRID * GRID + 1);
+    const cells = new Int32Array(n).fill(-1);
+    for (let i = 0; i < n; i++) {
+      if (!onMap[i]) continue;
+      cells[i] = cellOf(vs[i]) * GRID + cellOf(us[i]);
+      start[cells[i] + 1]++;
+    }
+    for (let c = 0; c < GRID * GRID; c++) start[c + 1] += start[c];
+    const next = start.slice(0, GRID * GRID);
+    const items = new Int32Array(mappedCount);
+    for (let i = 0; i < n; i++) if (cells[i] >= 0) items[next[cells[i]]++] = i;
+    return { start, items };
+  })();
+
+  const state = {
+    view: { u0: 0, u1: 1, v0: 0, v1: 1 },
+    tool: "pan",
+    colouring: null,
+    hovered: -1,
+    opened: -1,
+    selected: new Uint8Array(n),
+    selectedCount: 0,
+    matches: new Uint8Array(n),
+    matchCount: 0,
+    drag: null,
+  };
+  const colours = new Uint8Array(n * 4);
+  const flags = new Float32Array(n);
+  const baseSize = Math.max(2.5, Math.min(9, 8 * Math.pow(1000 / Math.max(mappedCount, 1), 0.25)));
+  const baseAlpha = Math.max(0.25, Math.min(0.9, 400 / Math.max(mappedCount, 1)));
+
+  const plot = $("plot");
+  let pointsCanvas = $("points");
+  const overlay = $("overlay");
+  const context = overlay.getContext("2d");
+  const tooltip = $("tooltip");
+  let box = { left: 0, top: 0, width: 1, height: 1, cssWidth: 1, cssHeight: 1, dpr: 1 };
+
+  function layout() {
+    const rect = plot.getBoundingClientRect();
+    const dpr = window.devicePixelRatio || 1;
+    for (const canvas of [pointsCanvas, overlay]) {
+      canvas.width = Math.max(1, Math.round(rect.width * dpr));
+      canvas.height = Math.max(1, Math.round(rect.height * dpr));
+    }
+    box = {
+      left: MARGIN.left,
+      top: MARGIN.top,
+      width: Math.max(10, rect.width - MARGIN.left - MARGIN.right),
+      height: Math.max(10, rect.height - MARGIN.top - MARGIN.bottom),
+      cssWidth: rect.width,
+      cssHeight: rect.height,
+      dpr,
+    };
+  }
+
+  // The plot resizes when the detail panel opens; the ResizeObserver catches up a frame later, callers
+  // that need positions now (the test hook) lay out first.
+  function ensureLayout() {
+    const rect = plot.getBoundingClientRect();
+    if (rect.width === box.cssWidth && rect.height === box.cssHeight) return;
+    layout();
+    scheduleDraw(true);
+  }
+
+  const screenX = (u) => box.left + ((u - state.view.u0) / (state.view.u1 - state.view.u0)) * box.width;
+  const screenY = (v) => box.top + (1 - (v - state.view.v0) / (state.view.v1 - state.view.v0)) * box.height;
+  const unitX = (x) => state.view.u0 + ((x - box.left) / box.width) * (state.view.u1 - state.view.u0);
+  const unitY = (y) => state.view.v0 + (1 - (y - box.top) / box.height) * (state.view.v1 - state.view.v0);
+  // Points grow a little when zoomed in, so that a dense corner opens up.
+  const pointSize = () => baseSize * Math.min(3, Math.max(1, Math.pow(1 / (state.view.u1 - state.view.u0), 0.3)));
+
+  // ---- small helpers
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function formatNumber(value) {
+    if (value === null || value === undefined) return "—";
+    const magnitude = Math.abs(value);
+    if (value === 0 || (magnitude >= 1e-3 && magnitude < 1e6)) return String(Number(value.toPrecision(4)));
+    return value.toExponential(2);
+  }
+
+  function snippet(text, limit) {
+    const value = text || "";
+    return value.length > limit ? value.slice(0, limit) + "…" : value;
+  }
+
+  function hexToRgb(hex) {
+    const value = parseInt(hex.slice(1), 16);
+    return [(value >> 16) & 255, (value >> 8) & 255, value & 255];
+  }
+
+  function ramp(t) {
+    const scaled = Math.max(0, Math.min(1, t)) * (VIRIDIS.length - 1);
+    const index = Math.min(VIRIDIS.length - 2, Math.floor(scaled));
+    const a = hexToRgb(VIRIDIS[index]);
+    const b = hexToRgb(VIRIDIS[index + 1]);
+    const f = scaled - index;
+    return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f));
+  }
+
+  const categoryOf = (mode, i) => mode.names[mode.codes[i]];
+  const regionOf = (i) => ins.region[i] || "unmapped";
+
+  // ---- renderers: WebGL, or a 2D canvas where WebGL is missing.
+  const VERTEX_SHADER = `
+    attribute vec2 a_position;
+    attribute vec4 a_colour;
+    attribute float a_flag;
+    uniform vec4 u_view;
+    uniform mediump float u_size;
+    uniform float u_alpha;
+    uniform float u_dim;
+    uniform mediump float u_pass;
+    varying vec4 v_colour;
+    varying float v_flag;
+    void main() {
+      float flagged = step(0.5, a_flag);
+      if (u_pass > 0.5 && flagged < 0.5) {
+        gl_Position = vec4(2.0, 2.0, 2.0, 1.0);
+        gl_PointSize = 0.0;
+        return;
+      }
+      vec2 p = (a_position - u_view.xy) * u_view.zw;
+      gl_Position = vec4(p * 2.0 - 1.0, 0.0, 1.0);
+      gl_PointSize = u_pass > 0.5 ? u_size + 4.0 : u_size;
+      float alpha = u_pass > 0.5 ? 1.0 : (u_dim > 0.5 ? u_alpha * 0.3 : u_alpha);
+      v_colour = vec4(a_colour.rgb, alpha);
+      v_flag = a_flag;
+    }`;
+  const FRAGMENT_SHADER = `
+    precision mediump float;
+    uniform float u_pass;
+    uniform float u_size;
+    varying vec4 v_colour;
+    varying float v_flag;
+    void main() {
+      vec2 d = gl_PointCoord * 2.0 - 1.0;
+      float r = dot(d, d);
+      if (r > 1.0) discard;
+      if (u_pass > 0.5) {
+        float inner = u_size / (u_size + 4.0);
+        if (r > inner * inner) {
+          gl_FragColor = v_flag > 1.5 ? vec4(0.07, 0.07, 0.07, 1.0) : vec4(0.95, 0.6, 0.0, 1.0);
+          return;
+        }
+      }
+      gl_FragColor = v_colour;
+    }`;
+
+  function webglRenderer(canvas) {
+    let gl = null;
+    try {
+      gl = canvas.getContext("webgl", { antialias: false, premultipliedAlpha: false, preserveDrawingBuffer: true });
+    } catch (error) {
+      gl = null;
+    }
+    if (!gl) return null;
+    const compile = (type, source) => {
+      const shader = gl.createShader(type);
+      gl.shaderSource(shader, source);
+      gl.compileShader(shader);
+      if (!gl.getShaderParameter(shader, gl.COMPILE_STATUS)) console.warn("admap view:", gl.getShaderInfoLog(shader));
+      return shader;
+    };
+    const program = gl.createProgram();
+    gl.attachShader(program, compile(gl.VERTEX_SHADER, VERTEX_SHADER));
+    gl.attachShader(program, compile(gl.FRAGMENT_SHADER, FRAGMENT_SHADER));
+    gl.linkProgram(program);
+    if (!gl.getProgramParameter(program, gl.LINK_STATUS)) {
+      console.warn("admap view: WebGL program failed, drawing on a 2D canvas:", gl.getProgramInfoLog(program));
+      return null;
+    }
+    const uniform = (name) => gl.getUniformLocation(program, name);
+    const uniforms = {
+      view: uniform("u_view"),
+      size: uniform("u_size"),
+      alpha: uniform("u_alpha"),
+      dim: uniform("u_dim"),
+      pass: uniform("u_pass"),
+    };
+    const attach = (name, array, size, type, normalised) => {
+      const buffer = gl.createBuffer();
+      const location = gl.getAttribLocation(program, name);
+      gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+      gl.bufferData(gl.ARRAY_BUFFER, array, gl.DYNAMIC_DRAW);
+      gl.enableVertexAttribArray(location);
+      gl.vertexAttribPointer(location, size, type, normalised, 0, 0);
+      return buffer;
+    };
+    // Points off the map sit far outside clip space and are never drawn.
+    const positions = new Float32Array(2 * n).fill(-10);
+    for (let i = 0; i < n; i++) {
+      if (!onMap[i]) continue;
+      positions[2 * i] = us[i];
+      positions[2 * i + 1] = vs[i];
+    }
+    gl.useProgram(program);
+    attach("a_position", positions, 2, gl.FLOAT, false);
+    const colourBuffer = attach("a_colour", colours, 4, gl.UNSIGNED_BYTE, true);
+    const flagBuffer = attach("a_flag", flags, 1, gl.FLOAT, false);
+    const upload = (buffer, array) => {
+      gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+      gl.bufferData(gl.ARRAY_BUFFER, array, gl.DYNAMIC_DRAW);
+    };
+    return {
+      kind: "webgl",
+      setColours: () => upload(colourBuffer, colours),
+      setFlags: () => upload(flagBuffer, flags),
+      draw(size, alpha, dim, anyFlagged) {
+        const dpr = box.dpr;
+        gl.disable(gl.SCISSOR_TEST);
+        gl.viewport(0, 0, canvas.width, canvas.height);
+        gl.clearColor(1, 1, 1, 1);
+        gl.clear(gl.COLOR_BUFFER_BIT);
+        const x = Math.round(box.left * dpr);
+        const y = Math.round((box.cssHeight - box.top - box.height) * dpr);
+        const width = Math.round(box.width * dpr);
+        const height = Math.round(box.height * dpr);
+        gl.viewport(x, y, width, height);
+        gl.enable(gl.SCISSOR_TEST);
+        gl.scissor(x, y, width, height);
+        gl.enable(gl.BLEND);
+        gl.blendFunc(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA);
+        const view = state.view;
+        gl.uniform4f(uniforms.view, view.u0, view.v0, 1 / (view.u1 - view.u0), 1 / (view.v1 - view.v0));
+        gl.uniform1f(uniforms.size, size * dpr);
+        gl.uniform1f(uniforms.alpha, alpha);
+        gl.uniform1f(uniforms.dim, dim ? 1 : 0);
+        gl.uniform1f(uniforms.pass, 0);
+        gl.drawArrays(gl.POINTS, 0, n);
+        if (anyFlagged) {
+          gl.uniform1f(uniforms.pass, 1);
+          gl.drawArrays(gl.POINTS, 0, n);
+        }
+      },
+    };
+  }
+
+  function canvasRenderer(canvas) {
+    const context2d = canvas.getContext("2d");
+    let groups = new Map();
+    return {
+      kind: "canvas2d",
+      setColours() {
+        groups = new Map();
+        for (let i = 0; i < n; i++) {
+          if (!onMap[i]) continue;
+          const key = `rgb(${colours[4 * i]},${colours[4 * i + 1]},${colours[4 * i + 2]})`;
+          if (!groups.has(key)) groups.set(key, []);
+          groups.get(key).push(i);
+        }
+      },
+      setFlags() {},
+      draw(size, alpha, dim, anyFlagged) {
+        context2d.setTransform(1, 0, 0, 1, 0, 0);
+        context2d.fillStyle = "#fff";
+        context2d.fillRect(0, 0, canvas.width, canvas.height);
+        context2d.setTransform(box.dpr, 0, 0, box.dpr, 0, 0);
+        context2d.save();
+        context2d.beginPath();
+        context2d.rect(box.left, box.top, box.width, box.height);
+        context2d.clip();
+        context2d.globalAlpha = dim ? alpha * 0.3 : alpha;
+        for (const [key, indices] of groups) {
+          context2d.fillStyle = key;
+          for (const i of indices) context2d.fillRect(screenX(us[i]) - size / 2, screenY(vs[i]) - size / 2, size, size);
+        }
+        context2d.globalAlpha = 1;
+        if (anyFlagged) {
+          for (const [key, indices] of groups) {
+            for (const i of indices) {
+              if (!flags[i]) continue;
+              context2d.beginPath();
+              context2d.arc(screenX(us[i]), screenY(vs[i]), size / 2 + 1.5, 0, 2 * Math.PI);
+              context2d.fillStyle = key;
+              context2d.fill();
+              context2d.lineWidth = 2;
+              context2d.strokeStyle = flags[i] > 1.5 ? "#121212" : "#f29900";
+              context2d.stroke();
+            }
+          }
+        }
+        context2d.restore();
+      },
+    };
+  }
+
+  // A canvas that has been asked for WebGL cannot give a 2D context: the fallback draws on a new one.
+  function freshCanvas() {
+    const canvas = element("canvas");
+    canvas.id = "points";
+    pointsCanvas.replaceWith(canvas);
+    pointsCanvas = canvas;
+    return canvas;
+  }
+
+  const renderer = webglRenderer(pointsCanvas) || canvasRenderer(freshCanvas());
+
+  // ---- drawing
+  function niceTicks(low, high, count) {
+    const span = high - low;
+    if (!(span > 0)) return [];
+    const raw = span / count;
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+    const ticks = [];
+    for (let t = Math.ceil(low / step) * step; t <= high + step * 1e-9; t += step) {
+      ticks.push(Math.abs(t) < step * 1e-9 ? 0 : t);
+    }
+    return ticks;
+  }
+
+  function drawOverlay() {
+    const c = context;
+    c.setTransform(box.dpr, 0, 0, box.dpr, 0, 0);
+    c.clearRect(0, 0, box.cssWidth, box.cssHeight);
+    const right = box.left + box.width;
+    const bottom = box.top + box.height;
+    c.strokeStyle = "#999";
+    c.lineWidth = 1;
+    c.strokeRect(box.left + 0.5, box.top + 0.5, box.width - 1, box.height - 1);
+    c.fillStyle = "#444";
+    c.font = "11px system-ui, sans-serif";
+    c.textAlign = "center";
+    c.textBaseline = "top";
+    for (const t of niceTicks(fromU(state.view.u0), fromU(state.view.u1), Math.max(2, box.width / 110))) {
+      const x = screenX(toU(t));
+      c.fillRect(x, bottom, 1, 4);
+      c.fillText(formatNumber(t), x, bottom + 6);
+    }
+    c.fillText("variance of alignment scores", box.left + box.width / 2, bottom + 24);
+    c.textAlign = "right";
+    c.textBaseline = "middle";
+    for (const t of niceTicks(fromV(state.view.v0), fromV(state.view.v1), Math.max(2, box.height / 70))) {
+      const y = screenY(toV(t));
+      c.fillRect(box.left - 4, y, 4, 1);
+      c.fillText(formatNumber(t), box.left - 6, y);
+    }
+    c.save();
+    c.translate(12, box.top + box.height / 2);
+    c.rotate(-Math.PI / 2);
+    c.textAlign = "center";
+    c.fillText("mean alignment score", 0, 0);
+    c.restore();
+
+    // The thresholds as the static figure draws them: the mean one splits only the low-variance side.
+    const thresholds = meta.thresholds;
+    c.save();
+    c.beginPath();
+    c.rect(box.left, box.top, box.width, box.height);
+    c.clip();
+    c.setLineDash([5, 4]);
+    c.strokeStyle = "#555";
+    c.beginPath();
+    if (thresholds.variance !== null) {
+      const x = screenX(toU(thresholds.variance));
+      c.moveTo(x, box.top);
+      c.lineTo(x, bottom);
+    }
+    if (thresholds.mean !== null) {
+      const y = screenY(toV(thresholds.mean));
+      c.moveTo(box.left, y);
+      c.lineTo(thresholds.variance !== null ? screenX(toU(thresholds.variance)) : right, y);
+    }
+    c.stroke();
+    c.setLineDash([]);
+    if (state.opened >= 0 && onMap[state.opened]) {
+      c.beginPath();
+      c.arc(screenX(us[state.opened]), screenY(vs[state.opened]), pointSize() / 2 + 6, 0, 2 * Math.PI);
+      c.lineWidth = 2.5;
+      c.strokeStyle = "#c2185b";
+      c.stroke();
+    }
+    if (state.hovered >= 0) {
+      c.beginPath();
+      c.arc(screenX(us[state.hovered]), screenY(vs[state.hovered]), pointSize() / 2 + 4, 0, 2 * Math.PI);
+      c.lineWidth = 2;
+      c.strokeStyle = "#111";
+      c.stroke();
+    }
+    const drag = state.drag;
+    if (drag && drag.moved && drag.tool === "box") {
+      c.fillStyle = "rgba(47, 59, 82, 0.08)";
+      c.strokeStyle = "#2f3b52";
+      c.lineWidth = 1;
+      const x = Math.min(drag.start.x, drag.last.x);
+      const y = Math.min(drag.start.y, drag.last.y);
+      c.fillRect(x, y, Math.abs(drag.last.x - drag.start.x), Math.abs(drag.last.y - drag.start.y));
+      c.strokeRect(x, y, Math.abs(drag.last.x - drag.start.x), Math.abs(drag.last.y - drag.start.y));
+    }
+    if (drag && drag.moved && drag.tool === "lasso") {
+      c.beginPath();
+      drag.points.forEach((p, k) => (k ? c.lineTo(p.x, p.y) : c.moveTo(p.x, p.y)));
+      c.closePath();
+      c.fillStyle = "rgba(47, 59, 82, 0.08)";
+      c.fill();
+      c.strokeStyle = "#2f3b52";
+      c.lineWidth = 1;
+      c.stroke();
+    }
+    c.restore();
+  }
+
+  const pending = { points: false, frame: 0 };
+  function drawFrame() {
+    pending.frame = 0;
+    if (pending.points) {
+      const anyFlagged = state.selectedCount > 0 || state.matchCount > 0;
+      renderer.draw(pointSize(), baseAlpha, anyFlagged, anyFlagged);
+      pending.points = false;
+    }
+    drawOverlay();
+  }
+
+  function scheduleDraw(points) {
+    pending.points = pending.points || points;
+    if (!pending.frame) pending.frame = requestAnimationFrame(drawFrame);
+  }
+
+  // ---- colour, legend, flags
+  function applyColouring(mode) {
+    state.colouring = mode;
+    if (mode.kind === "category") {
+      const palette = mode.colours.map(hexToRgb);
+      for (let i = 0; i < n; i++) colours.set(palette[mode.codes[i]], 4 * i);
+    } else {
+      const span = mode.max - mode.min || 1;
+      for (let i = 0; i < n; i++) {
+        const value = mode.values[i];
+        colours.set(value === null ? MISSING_RGB : ramp((value - mode.min) / span), 4 * i);
+      }
+    }
+    for (let i = 0; i < n; i++) colours[4 * i + 3] = 255;
+    renderer.setColours();
+    renderLegend(mode);
+    scheduleDraw(true);
+  }
+
+  function renderLegend(mode) {
+    $("legend-title").textContent = mode.label;
+    const list = $("legend");
+    list.replaceChildren();
+    if (mode.kind === "category") {
+      const counts = new Array(mode.names.length).fill(0);
+      for (let i = 0; i < n; i++) counts[mode.codes[i]]++;
+      mode.names.forEach((name, k) => {
+        if (!counts[k]) return;
+        const item = element("li");
+        const swatch = element("span", "swatch");
+        swatch.style.background = mode.colours[k];
+        item.append(swatch, element("span", "name", name), element("span", "count", counts[k].toLocaleString()));
+        list.append(item);
+      });
+      return;
+    }
+    const bar = element("canvas");
+    bar.width = 200;
+    bar.height = 12;
+    const c = bar.getContext("2d");
+    for (let x = 0; x < 200; x++) {
+      const [r, g, b] = ramp(x / 199);
+      c.fillStyle = `rgb(${r},${g},${b})`;
+      c.fillRect(x, 0, 1, 12);
+    }
+    const gradient = element("li");
+    gradient.append(bar);
+    const range = element("li");
+    range.append(element("span", null, formatNumber(mode.min)), element("span", "count", formatNumber(mode.max)));
+    const missing = element("li");
+    const swatch = element("span", "swatch");
+    swatch.style.background = `rgb(${MISSING_RGB.join(",")})`;
+    missing.append(swatch, element("span", null, "no value"));
+    list.append(gradient, range, missing);
+  }
+
+  function updateFlags() {
+    for (let i = 0; i < n; i++) flags[i] = state.selected[i] + 2 * state.matches[i];
+    renderer.setFlags();
+    scheduleDraw(true);
+  }
+
+  // ---- hover and detail
+  function nearest(x, y) {
+    if (x < box.left || x > box.left + box.width || y < box.top || y > box.top + box.height) return -1;
+    const radius = Math.max(6, pointSize() / 2 + 3);
+    const u = unitX(x);
+    const v = unitY(y);
+    const du = (radius / box.width) * (state.view.u1 - state.view.u0);
+    const dv = (radius / box.height) * (state.view.v1 - state.view.v0);
+    if (u + du < 0 || u - du > 1 || v + dv < 0 || v - dv > 1) return -1;
+    let best = -1;
+    let bestDistance = radius * radius;
+    for (let row = cellOf(v - dv); row <= cellOf(v + dv); row++) {
+      for (let column = cellOf(u - du); column <= cellOf(u + du); column++) {
+        const cell = row * GRID + column;
+        for (let k = grid.start[cell]; k < grid.start[cell + 1]; k++) {
+          const i = grid.items[k];
+          const dx = screenX(us[i]) - x;
+          const dy = screenY(vs[i]) - y;
+          const distance = dx * dx + dy * dy;
+          if (distance < bestDistance) {
+            best = i;
+            bestDistance = distance;
+          }
+        }
+      }
+    }
+    return best;
+  }
+
+  function describe(i) {
+    const parts = [regionOf(i), `mean ${formatNumber(ins.y[i])}`, `variance ${formatNumber(ins.x[i])}`];
+    parts.push(`${ins.n_responses[i]} responses`);
+    if (state.colouring.kind === "category" && state.colouring.key !== "region") {
+      parts.push(categoryOf(state.colouring, i));
+    }
+    return parts.join(" · ");
+  }
+
+  function showTooltip(i, point) {
+    tooltip.replaceChildren(element("div", "text", snippet(ins.text[i], 300)), element("div", "stats", describe(i)));
+    tooltip.dataset.instructionId = ins.id[i];
+    tooltip.hidden = false;
+    const width = tooltip.offsetWidth;
+    const height = tooltip.offsetHeight;
+    const left = point.x + 14 + width > box.cssWidth ? point.x - 14 - width : point.x + 14;
+    const top = point.y + 14 + height > box.cssHeight ? point.y - 14 - height : point.y + 14;
+    tooltip.style.left = `${Math.max(0, left)}px`;
+    tooltip.style.top = `${Math.max(0, top)}px`;
+  }
+
+  function hideTooltip() {
+    tooltip.hidden = true;
+    delete tooltip.dataset.instructionId;
+  }
+
+  function hover(point) {
+    const i = nearest(point.x, point.y);
+    if (i !== state.hovered) {
+      state.hovered = i;
+      scheduleDraw(false);
+    }
+    if (i < 0) hideTooltip();
+    else showTooltip(i, point);
+  }
+
+  function definition(list, term, value) {
+    list.append(element("dt", null, term), element("dd", null, value));
+  }
+
+  function responseOrder(i) {
+    const order = [];
+    for (let r = res.start[i]; r < res.start[i + 1]; r++) order.push(r);
+    // Best-scored first; unscored last, in input order.
+    return order.sort((a, b) => {
+      const sa = res.score[a];
+      const sb = res.score[b];
+      if (sa === null || sb === null) return (sa === null) - (sb === null) || a - b;
+      return sb - sa || a - b;
+    });
+  }
+
+  function suspectsOf(i) {
+    const pairs = [];
+    const table = data.suspects;
+    if (!table) return pairs;
+    for (let k = 0; k < table.instruction.length; k++) if (table.instruction[k] === i) pairs.push(k);
+    return pairs;
+  }
+
+  function openDetail(i) {
+    const body = $("detail-body");
+    const facts = element("dl");
+    definition(facts, "instruction id", ins.id[i]);
+    definition(facts, "region", regionOf(i));
+    definition(facts, "mean score", formatNumber(ins.y[i]));
+    definition(facts, "variance", formatNumber(ins.x[i]));
+    definition(facts, "std", formatNumber(ins.std[i]));
+    definition(facts, "responses", ins.n_responses[i]);
+    definition(facts, "mean rating", formatNumber(ins.mean_rating[i]));
+    definition(facts, "scorer", meta.scorer);
+    if (ins.unmapped_reason[i]) definition(facts, "not on the map", ins.unmapped_reason[i]);
+    for (const mode of data.colourings) {
+      if (mode.kind === "category" && mode.key !== "region") definition(facts, mode.label, categoryOf(mode, i));
+    }
+    const parts = [element("h3", null, "Instruction"), facts, element("pre", "instruction", ins.text[i])];
+    if (ins.proxy[i] !== null) {
+      const proxy = element("details");
+      proxy.append(element("summary", null, "proxy (reference) response"), element("pre", "proxy", ins.proxy[i]));
+      parts.push(proxy);
+    }
+    const suspects = suspectsOf(i);
+    if (suspects.length) {
+      parts.push(element("h3", "suspect", `Pairs the scores contradict (${suspects.length})`));
+      const list = element("ul");
+      for (const k of suspects) {
+        const line = `chosen ${data.suspects.chosen[k]} over ${data.suspects.rejected[k]}: margin ${formatNumber(
+          data.suspects.margin[k],
+        )}, suspicion ${formatNumber(data.suspects.suspicion[k])}`;
+        list.append(element("li", "suspect", line));
+      }
+      parts.push(list);
+    }
+    const order = responseOrder(i);
+    parts.push(element("h3", null, `Responses (${order.length}), best-scored first`));
+    for (const r of order) {
+      const article = element("article", "response");
+      article.dataset.responseId = res.id[r];
+      const facts = [
+        res.id[r],
+        res.model[r] || "unknown model",
+        `score ${formatNumber(res.score[r])}`,
+        `rating ${formatNumber(res.rating[r])}`,
+        `${res.chars[r].toLocaleString()} chars, ${res.words[r].toLocaleString()} words`,
+      ];
+      article.append(element("div", "response-meta", facts.join(" · ")), element("pre", "response-text", res.text[r]));
+      parts.push(article);
+    }
+    body.replaceChildren(...parts);
+    const detail = $("detail");
+    detail.dataset.instructionId = ins.id[i];
+    detail.hidden = false;
+    detail.scrollTop = 0;
+    state.opened = i;
+    scheduleDraw(false);
+  }
+
+  function closeDetail() {
+    const detail = $("detail");
+    detail.hidden = true;
+    delete detail.dataset.instructionId;
+    state.opened = -1;
+    scheduleDraw(false);
+  }
+
+  // ---- selection
+  function updateSelection() {
+    let count = 0;
+    for (let i = 0; i < n; i++) count += state.selected[i];
+    state.selectedCount = count;
+    $("selection-count").textContent = count ? `${count.toLocaleString()} instructions selected` : "nothing selected";
+    $("export").disabled = count === 0;
+    $("clear").disabled = count === 0;
+    updateFlags();
+  }
+
+  function selectWhere(inside, add) {
+    if (!add) state.selected.fill(0);
+    for (let i = 0; i < n; i++) if (onMap[i] && inside(us[i], vs[i])) state.selected[i] = 1;
+    updateSelection();
+  }
+
+  function selectBox(a, b, add) {
+    const [u0, u1] = [unitX(a.x), unitX(b.x)].sort((p, q) => p - q);
+    const [v0, v1] = [unitY(a.y), unitY(b.y)].sort((p, q) => p - q);
+    selectWhere((u, v) => u >= u0 && u <= u1 && v >= v0 && v <= v1, add);
+  }
+
+  function selectLasso(points, add) {
+    const polygon = points.map((p) => [unitX(p.x), unitY(p.y)]);
+    const us0 = Math.min(...polygon.map((p) => p[0]));
+    const us1 = Math.max(...polygon.map((p) => p[0]));
+    const vs0 = Math.min(...polygon.map((p) => p[1]));
+    const vs1 = Math.max(...polygon.map((p) => p[1]));
+    const inside = (u, v) => {
+      if (u < us0 || u > us1 || v < vs0 || v > vs1) return false;
+      let within = false;
+      for (let k = 0, j = polygon.length - 1; k < polygon.length; j = k++) {
+        const [ui, vi] = polygon[k];
+        const [uj, vj] = polygon[j];
+        if (vi > v !== vj > v && u < ((uj - ui) * (v - vi)) / (vj - vi) + ui) within = !within;
+      }
+      return within;
+    };
+    selectWhere(inside, add);
+  }
+
+  function selectedIds() {
+    const ids = [];
+    for (let i = 0; i < n; i++) if (state.selected[i]) ids.push(ins.id[i]);
+    return ids;
+  }
+
+  function exportSelection() {
+    const lines = selectedIds().map((id) => JSON.stringify({ instruction_id: id }) + "\n");
+    const url = URL.createObjectURL(new Blob(lines, { type: "application/x-ndjson" }));
+    const link = element("a");
+    link.href = url;
+    link.download = `${String(meta.name).replace(/[^\w.-]+/g, "_")}-selection.jsonl`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  // ---- search
+  let lowered = null;
+  function runSearch() {
+    const query = $("search").value.trim().toLowerCase();
+    state.matches.fill(0);
+    const results = $("results");
+    results.replaceChildren();
+    let count = 0;
+    let counted = 0;
+    if (query) {
+      lowered = lowered || ins.text.map((text) => (text || "").toLowerCase());
+      for (let i = 0; i < n; i++) {
+        if (!lowered[i].includes(query) && ins.id[i].toLowerCase() !== query) continue;
+        state.matches[i] = 1;
+        count++;
+        counted += onMap[i];
+        if (count > RESULTS_SHOWN) continue;
+        const item = element("li");
+        const button = element("button", null, snippet(ins.text[i], 120) + (onMap[i] ? "" : " (not on the map)"));
+        button.type = "button";
+        button.addEventListener("click", () => openDetail(i));
+        item.append(button);
+        results.append(item);
+      }
+    }
+    state.matchCount = count;
+    const shown = count > RESULTS_SHOWN ? ` (first ${RESULTS_SHOWN} listed)` : "";
+    $("search-count").textContent = query ? `${count.toLocaleString()} matches, ${counted.toLocaleString()} on the map${shown}` : "";
+    $("results-section").hidden = !query;
+    updateFlags();
+  }
+
+  // ---- view and tools
+  function zoomAt(point, factor) {
+    const view = state.view;
+    const width = Math.min(2, Math.max(1e-6, (view.u1 - view.u0) * factor));
+    const height = Math.min(2, Math.max(1e-6, (view.v1 - view.v0) * factor));
+    const u = unitX(point.x);
+    const v = unitY(point.y);
+    const fu = (u - view.u0) / (view.u1 - view.u0);
+    const fv = (v - view.v0) / (view.v1 - view.v0);
+    state.view = { u0: u - fu * width, u1: u - fu * width + width, v0: v - fv * height, v1: v - fv * height + height };
+    scheduleDraw(true);
+  }
+
+  function resetView() {
+    state.view = { u0: 0, u1: 1, v0: 0, v1: 1 };
+    scheduleDraw(true);
+  }
+
+  function setTool(tool) {
+    state.tool = tool;
+    for (const button of document.querySelectorAll("[data-tool]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.tool === tool));
+    }
+    plot.classList.toggle("pan", tool === "pan");
+  }
+
+  function local(event) {
+    const rect = overlay.getBoundingClientRect();
+    return { x: event.clientX - rect.left, y: event.clientY - rect.top };
+  }
+
+  overlay.addEventListener("pointerdown", (event) => {
+    if (event.button !== 0) return;
+    overlay.setPointerCapture(event.pointerId);
+    const point = local(event);
+    state.drag = { tool: state.tool, start: point, last: point, points: [point], moved: false, add: event.shiftKey };
+  });
+  overlay.addEventListener("pointermove", (event) => {
+    const point = local(event);
+    const drag = state.drag;
+    if (!drag) {
+      hover(point);
+      return;
+    }
+    if (!drag.moved && Math.hypot(point.x - drag.start.x, point.y - drag.start.y) <= 3) return;
+    drag.moved = true;
+    hideTooltip();
+    state.hovered = -1;
+    if (drag.tool === "pan") {
+      const du = ((point.x - drag.last.x) / box.width) * (state.view.u1 - state.view.u0);
+      const dv = ((point.y - drag.last.y) / box.height) * (state.view.v1 - state.view.v0);
+      state.view = { u0: state.view.u0 - du, u1: state.view.u1 - du, v0: state.view.v0 + dv, v1: state.view.v1 + dv };
+    } else if (drag.tool === "lasso") {
+      drag.points.push(point);
+    }
+    drag.last = point;
+    scheduleDraw(drag.tool === "pan");
+  });
+  overlay.addEventListener("pointerup", (event) => {
+    const drag = state.drag;
+    state.drag = null;
+    if (!drag) return;
+    const point = local(event);
+    if (!drag.moved) {
+      const i = nearest(point.x, point.y);
+      if (i >= 0) openDetail(i);
+    } else if (drag.tool === "box") {
+      selectBox(drag.start, point, drag.add);
+    } else if (drag.tool === "lasso" && drag.points.length > 2) {
+      selectLasso(drag.points, drag.add);
+    }
+    scheduleDraw(false);
+  });
+  overlay.addEventListener("pointerleave", () => {
+    if (state.drag) return;
+    state.hovered = -1;
+    hideTooltip();
+    scheduleDraw(false);
+  });
+  overlay.addEventListener(
+    "wheel",
+    (event) => {
+      event.preventDefault();
+      zoomAt(local(event), Math.exp(event.deltaY * 0.0015));
+    },
+    { passive: false },
+  );
+
+  for (const button of document.querySelectorAll("[data-tool]")) {
+    button.addEventListener("click", () => setTool(button.dataset.tool));
+  }
+  $("reset").addEventListener("click", resetView);
+  $("export").addEventListener("click", exportSelection);
+  $("clear").addEventListener("click", () => {
+    state.selected.fill(0);
+    updateSelection();
+  });
+  $("detail-close").addEventListener("click", closeDetail);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeDetail();
+  });
+  let searchTimer = 0;
+  $("search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, 150);
+  });
+  const select = $("colour");
+  data.colourings.forEach((mode, k) => {
+    const option = element("option", null, mode.label);
+    option.value = String(k);
+    select.append(option);
+  });
+  select.addEventListener("change", () => applyColouring(data.colourings[Number(select.value)]));
+
+  // ---- header
+  function subtitle() {
+    const parts = [`score: ${meta.scorer}`];
+    parts.push(`${meta.on_map.toLocaleString()} of ${meta.instructions_shown.toLocaleString()} instructions on the map`);
+    if (meta.seed !== null) {
+      parts.push(`a random ${meta.instructions_shown.toLocaleString()} of ${meta.instructions_total.toLocaleString()} (seed ${meta.seed})`);
+    }
+    const t = meta.thresholds;
+    if (t.variance !== null || t.mean !== null) {
+      parts.push(`thresholds (${meta.region_method}): variance ${formatNumber(t.variance)}, mean ${formatNumber(t.mean)}`);
+    }
+    if (meta.text_limit !== null) {
+      parts.push(`${meta.texts_shortened.toLocaleString()} texts shortened to ${meta.text_limit.toLocaleString()} characters`);
+    }
+    if (!meta.diagnosed) parts.push("no suspect flags (run admap diagnose, then admap view)");
+    return parts.join(" · ");
+  }
+
+  $("title").textContent = meta.title;
+  $("subtitle").textContent = subtitle();
+  if (n > mappedCount) {
+    $("unmapped-note").textContent = `${(n - mappedCount).toLocaleString()} instructions are not on the map (too few scored responses); search finds them.`;
+  }
+
+  // ---- start
+  layout();
+  setTool("pan");
+  applyColouring(data.colourings[0]);
+  updateFlags();
+  new ResizeObserver(ensureLayout).observe(plot);
+
+  // A hook for tests and scripts: where a point (or any variance and mean) is drawn, what is selected and found.
+  const api = {
+    ready: false,
+    readyMs: null,
+    renderer: renderer.kind,
+    count: n,
+    onMap: mappedCount,
+    indexOf: (id) => ins.id.indexOf(id),
+    project(i) {
+      if (!onMap[i]) return null;
+      ensureLayout();
+      const rect = overlay.getBoundingClientRect();
+      return { x: rect.left + screenX(us[i]), y: rect.top + screenY(vs[i]) };
+    },
+    toScreen(variance, mean) {
+      ensureLayout();
+      const rect = overlay.getBoundingClientRect();
+      return { x: rect.left + screenX(toU(variance)), y: rect.top + screenY(toV(mean)) };
+    },
+    selectedIds,
+    matchedIds: () => ins.id.filter((_, i) => state.matches[i]),
+  };
+  window.admapView = api;
+  drawFrame();
+  requestAnimationFrame(() => {
+    api.ready = true;
+    api.readyMs = performance.now();
+    document.documentElement.dataset.ready = "true";
+  });
+})();

@@ -1,0 +1,89 @@
+"""Save a screenshot of a run's interactive map (``view.html``) for the README, in headless Chromium.
+
+    HF_HUB_OFFLINE=1 admap map --out /tmp/viewdemo && admap diagnose /tmp/viewdemo && admap view /tmp/viewdemo
+    python scripts/screenshot_view.py /tmp/viewdemo --out results/view_demo.png
+
+Hovers the first high-variance instruction and opens the detail of the best-scored high-mean one, so
+that the picture shows the preview and the panel. Needs Playwright (`pip install playwright`) and a
+Chromium (Debian's `/usr/bin/chromium` by default; Playwright's own download is not used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+logger = logging.getLogger("screenshot_view")
+
+# Headless, offline, and WebGL through SwiftShader where the machine has no GPU.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--enable-unsafe-swiftshader",
+]
+
+
+def chromium_path() -> str:
+    return os.environ.get("ADMAP_CHROMIUM", "/usr/bin/chromium")
+
+
+def instruction_to_show(page, region: str) -> int:
+    """The index of the page's first instruction in ``region``."""
+    return page.evaluate(
+        """(region) => {
+            const data = JSON.parse(document.getElementById('admap-data').textContent);
+            return data.instructions.region.findIndex((r, i) => r === region && data.instructions.x[i] !== null);
+        }""",
+        region,
+    )
+
+
+def screenshot(view: Path, out: Path, *, width: int, height: int) -> Path:
+    """Open ``view`` and save the screenshot to ``out``."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+        page.goto(view.resolve().as_uri())
+        page.wait_for_selector("html[data-ready=true]", state="attached")
+        opened = instruction_to_show(page, "high_mean")
+        hovered = instruction_to_show(page, "high_variance")
+        if opened >= 0:
+            point = page.evaluate("(i) => window.admapView.project(i)", opened)
+            page.mouse.click(point["x"], point["y"])
+            page.wait_for_selector("#detail:not([hidden])")
+        if hovered >= 0:
+            point = page.evaluate("(i) => window.admapView.project(i)", hovered)
+            page.mouse.move(point["x"], point["y"])
+            page.wait_for_selector("#tooltip:not([hidden])")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
+        browser.close()
+    logger.info("wrote %s", out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run directory with view.html (admap map, or admap view)")
+    parser.add_argument("--out", type=Path, default=Path("results/view_demo.png"))
+    parser.add_argument("--width", type=int, default=1600)
+    parser.add_argument("--height", type=int, default=900)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    view = args.run_dir / "view.html"
+    if not view.exists():
+        parser.error(f"{view} not found: run `admap view {args.run_dir}` first")
+    screenshot(view, args.out, width=args.width, height=args.height)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""admap view: the page's data, its escaping, and the command. The page in a real browser: test_view_browser.py."""
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from admap import view
+from admap.cli import main
+from admap.pipeline import ViewConfig, run_view
+from runs import map_without_models
+
+HOSTILE = (
+    "</script><script>alert(1)</script>",
+    '<img src=x onerror="alert(2)">',
+    "<!-- <script>",
+    "]]> &amp; \u2028 \"quoted\" 'single'",
+)
+
+
+def small_run(instructions: int = 6, responses: int = 3) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """A map table, scores table and summary as `admap map` writes them; the last instruction is unmapped."""
+    rng = np.random.default_rng(0)
+    ids = [f"ins-{k}" for k in range(instructions)]
+    mapped = np.arange(instructions) < instructions - 1
+    map_table = pd.DataFrame(
+        {
+            "instruction_id": ids,
+            "instruction": [f"instruction {k}: {HOSTILE[k % len(HOSTILE)]}" for k in range(instructions)],
+            "proxy_response": [f"proxy {k}" for k in range(instructions)],
+            "n_responses": responses,
+            "mean_score": np.where(mapped, rng.uniform(0.3, 0.9, instructions), np.nan),
+            "score_variance": np.where(mapped, rng.uniform(0.001, 0.05, instructions), np.nan),
+            "is_mapped": mapped,
+            "region": np.where(mapped, ["high_mean", "low_mean", "high_variance"] * (instructions // 3), "unmapped"),
+            "mean_rating": rng.uniform(1, 5, instructions),
+            "unmapped_reason": [None] * (instructions - 1) + ["only 1 scored response(s)"],
+        }
+    )
+    map_table["score_std"] = np.sqrt(map_table["score_variance"])
+    # Responses in reverse order, so that grouping them by instruction is tested.
+    rows = [
+        {
+            "instruction_id": ids[k],
+            "response_id": f"ins-{k}-{j}",
+            "response": f"response {j} of {k} {HOSTILE[j % len(HOSTILE)]}",
+            "model": f"model-{j}",
+            "rating": float(j + 1),
+            "alignment_score": float(rng.uniform()),
+        }
+        for k in reversed(range(instructions))
+        for j in range(responses)
+    ]
+    scores = pd.DataFrame(rows)
+    scores["response_chars"] = scores["response"].str.len()
+    scores["response_words"] = scores["response"].str.split().str.len()
+    summary = {
+        "created": "2025-01-01T00:00:00+00:00",
+        "config": {"input": {"dataset": "data/prefs.jsonl"}, "length_debias": False},
+        "models": {"scorer": "reference", "embedding_model": "all-MiniLM-L6-v2"},
+        "thresholds": {"method": "paper", "variance": 0.02, "mean": float("inf")},
+    }
+    return map_table, scores, summary
+
+
+def test_payload_holds_every_instruction_with_its_responses_in_order():
+    map_table, scores, summary = small_run()
+    payload = view.build_payload(map_table, scores, summary)
+    instructions, responses = payload["instructions"], payload["responses"]
+    assert instructions["id"] == map_table["instruction_id"].tolist()
+    assert instructions["text"] == map_table["instruction"].tolist()
+    for i, instruction_id in enumerate(instructions["id"]):
+        rows = range(responses["start"][i], responses["start"][i + 1])
+        expected = scores[scores["instruction_id"] == instruction_id]
+        assert [responses["id"][r] for r in rows] == sorted(expected["response_id"])
+        assert [responses["text"][r] for r in rows] == expected.sort_values("response_id")["response"].tolist()
+    assert responses["start"][-1] == len(scores)
+    # The unmapped instruction has no position; thresholds that are not finite become null.
+    assert instructions["x"][-1] is None and instructions["y"][-1] is None
+    assert instructions["x"][0] == pytest.approx(map_table["score_variance"][0], rel=1e-5)
+    assert payload["meta"]["thresholds"] == {"variance": 0.02, "mean": None}
+    assert payload["meta"]["title"] == "Alignment Data Map — prefs.jsonl"
+    assert payload["meta"]["scorer"] == "reference (all-MiniLM-L6-v2)"
+    assert payload["meta"]["on_map"] == 5 and payload["meta"]["text_limit"] is None
+
+
+def test_colourings_region_model_rating_and_suspects():
+    map_table, scores, summary = small_run()
+    suspects = pd.DataFrame(
+        {
+            "instruction_id": ["ins-0", "ins-1", "ins-1", "ins-2"],
+            "chosen_id": ["ins-0-0", "ins-1-0", "ins-1-1", "ins-2-0"],
+            "rejected_id": ["ins-0-1", "ins-1-2", "ins-1-2", "ins-2-1"],
+            "margin": [-0.2, 0.1, 0.3, np.nan],
+            "suspicion_score": [1.5, -0.5, -1.0, np.nan],
+            "is_suspect": [True, False, False, False],
+        }
+    )
+    other = view.OtherRun("rouge_l", pd.Series({"ins-0": "low_mean"}))
+    payload = view.build_payload(map_table, scores, summary, suspects=suspects, others=[other])
+    modes = {mode["key"]: mode for mode in payload["colourings"]}
+    assert list(modes) == ["region", "scorer_0", "suspect", "model", "mean_rating"]
+    region = modes["region"]
+    assert region["names"][:3] == ["high_mean — aligned", "low_mean — misaligned", "high_variance — partially aligned"]
+    assert [region["names"][c].split(" ")[0] for c in region["codes"]] == map_table["region"].tolist()
+    scorer = modes["scorer_0"]
+    assert scorer["label"] == "region by scorer rouge_l"
+    assert [scorer["names"][c] for c in scorer["codes"]][:2] == ["low_mean — misaligned", "not in that run"]
+    flags = [modes["suspect"]["names"][c] for c in modes["suspect"]["codes"]]
+    assert flags[:4] == ["suspect pair", "pairs agree", "no scored pairs", "no scored pairs"]
+    best = scores.sort_values("alignment_score", ascending=False).drop_duplicates("instruction_id")
+    expected = best.set_index("instruction_id")["model"].reindex(map_table["instruction_id"]).tolist()
+    assert [modes["model"]["names"][c] for c in modes["model"]["codes"]] == expected
+    assert modes["mean_rating"]["kind"] == "continuous"
+    assert payload["suspects"]["instruction"] == [0] and payload["suspects"]["chosen"] == ["ins-0-0"]
+
+
+def test_categorical_keeps_the_most_frequent_and_pools_the_rest():
+    values = ["a"] * 5 + ["b"] * 3 + ["c", "d", None]
+    mode = view.categorical("k", "label", values, limit=2)
+    assert mode["names"] == ["a", "b", "other"]
+    assert [mode["names"][c] for c in mode["codes"]] == ["a"] * 5 + ["b"] * 3 + ["other"] * 3
+    assert mode["colours"][-1] == view.OTHER_COLOUR
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_json_in_the_page_cannot_end_its_script_element(text):
+    embedded = view.embed_json({"response": text})
+    assert not set("<>&") & set(embedded)
+    assert json.loads(embedded) == {"response": text}
+
+
+def test_page_inlines_everything_and_escapes_hostile_text(tmp_path):
+    map_table, scores, summary = small_run()
+    summary["config"]["input"]["dataset"] = "<img src=x onerror=alert(3)>.jsonl"  # the page's title
+    path = view.write_view(view.build_payload(map_table, scores, summary), tmp_path / "view.html")
+    page = path.read_text(encoding="utf-8")
+    # Exactly the page's two script elements (data and code) and its one style: nothing injected.
+    assert len(re.findall(r"<script", page, re.I)) == 2 and len(re.findall(r"</script", page, re.I)) == 2
+    assert len(re.findall(r"<style", page, re.I)) == 1
+    assert "<img" not in page
+    assert "<title>Alignment Data Map — &lt;img src=x onerror=alert(3)&gt;.jsonl</title>" in page
+    # Nothing to fetch: no element with a source or link, no URL.
+    assert not re.search(r"<[^>]*\s(src|href)=", page) and "http://" not in page and "https://" not in page
+    data = re.search(r'<script type="application/json" id="admap-data">(.*?)</script>', page, re.S).group(1)
+    assert json.loads(data)["instructions"]["text"] == map_table["instruction"].tolist()
+    script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page and "default-src 'none'" in page
+
+
+def test_text_limit_shortens_only_the_longest_texts():
+    lengths = [10, 20, 300, 5000]
+    assert view.text_limit(lengths, 10_000) is None and view.text_limit(lengths, 0) is None
+    limit = view.text_limit(lengths, 1000)
+    assert sum(min(n, limit) for n in lengths) <= 1000 < sum(min(n, limit + 1) for n in lengths)
+    assert limit > 300  # the short texts stay whole
+    assert view.shorten("x" * 50, 10) == "x" * 10 + "… [40 more characters]"
+    assert view.shorten("short", 10) == "short"
+
+
+def test_payload_respects_the_text_budget_and_max_points():
+    map_table, scores, summary = small_run(instructions=30)
+    payload = view.build_payload(map_table, scores, summary, max_points=12, seed=1, text_budget=600)
+    ids = payload["instructions"]["id"]
+    assert len(ids) == 12 and len(set(ids)) == 12
+    assert ids == [i for i in map_table["instruction_id"] if i in set(ids)]  # original order kept
+    assert ids == view.build_payload(map_table, scores, summary, max_points=12, seed=1)["instructions"]["id"]
+    assert set(payload["responses"]["id"]) == set(scores.loc[scores["instruction_id"].isin(ids), "response_id"])
+    limit = payload["meta"]["text_limit"]
+    assert limit is not None and payload["meta"]["texts_shortened"] > 0 and payload["meta"]["seed"] == 1
+    assert all(len(t) <= limit + 30 for t in payload["responses"]["text"])
+    assert payload["responses"]["chars"] == [
+        len(t) for t in scores.set_index("response_id")["response"][payload["responses"]["id"]]
+    ]
+
+
+def test_admap_map_writes_the_view_and_admap_view_rewrites_it(tmp_path):
+    rows = [
+        {
+            "instruction": f"question {k} <b>bold</b>",
+            "proxy": f"the answer to question {k}",
+            "chosen": f"the answer to question {k}, in full",
+            "rejected": f"no idea about {k} </script>",
+        }
+        for k in range(6)
+    ]
+    run = map_without_models(rows, tmp_path)
+    page = (run / "view.html").read_text()
+    assert "question 5 \\u003cb\\u003ebold" in page
+    assert json.loads((run / "summary.json").read_text())["timings_s"]["view"] >= 0
+    other = map_without_models(rows, tmp_path, scorer="annotation", name="other")
+    out = tmp_path / "page" / "map.html"
+    assert main(["view", str(run), "--compare", str(other), "--out", str(out), "--max-points", "4", "--quiet"]) == 0
+    payload = json.loads(re.search(r'id="admap-data">(.*?)</script>', out.read_text(), re.S).group(1))
+    assert len(payload["instructions"]["id"]) == 4
+    assert [m["label"] for m in payload["colourings"]][:2] == ["region", "region by scorer annotation"]
+
+
+def test_no_view_flag_and_bad_values(tmp_path):
+    with pytest.raises(ValueError, match="max_points"):
+        ViewConfig(run_dir="x", max_points=-1)
+    assert main(["view", str(tmp_path / "missing"), "--quiet"]) == 2
+    rows = [{"instruction": "q", "proxy": "a", "chosen": "a b", "rejected": "c"}] * 1
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(rows[0]) + "\n")
+    argv = ["map", str(data), "--scorer", "rouge_l", "--proxy-column", "proxy", "--generator", "none"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--quiet", "--no-plot", "--no-view"]) == 0
+    assert not (tmp_path / "run" / "view.html").exists()
+    assert run_view(ViewConfig(run_dir=str(tmp_path / "run"))).name == "view.html"
+
+
+def test_server_serves_the_page_on_loopback(tmp_path):
+    page = tmp_path / "view.html"
+    page.write_text("<!doctype html><title>t</title>")
+    with view.make_server(page, 0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        host, port = server.server_address[:2]
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/view.html", timeout=10) as response:
+            assert response.read() == page.read_bytes()
+        server.shutdown()
+        thread.join(timeout=10)
