@@ -44,11 +44,12 @@ from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import GenerationStats, build_generator
 from admap.inputs import InputOptions
-from admap.models import DEFAULT_EMBEDDING_MODEL
+from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL
 from admap.plot import markdown_table, plot_map
 from admap.proxy import attach_proxies
 from admap.score import SCORERS
 from admap.score.annotation import annotation_labels, pair_counts
+from admap.score.learned import DEFAULT_REGULARIZATION
 from admap.select import PAIR_RULES, preference_pairs, random_instruction_ids, trl_records
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,11 @@ class MapConfig:
     out: str | None = option(None, "run directory (default: runs/<dataset name>)")
     proxy_file: str | None = option(None, "side file of proxy responses keyed by instruction_id or instruction text")
     generation: GeneratorOptions = option(GeneratorOptions(), "how missing proxy responses are generated")
-    scorer: str = option("reference", "alignment scorer: reference, judge, reward, annotation, rouge_l")
+    scorer: str = option("reference", "alignment scorer: reference, judge, reward, annotation, rouge_l, learned")
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model (the paper: all-mpnet-base-v2)")
-    embed_batch_size: int | None = option(None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA)")
+    embed_batch_size: int | None = option(
+        None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA; learned lm_hidden: 8 and 32)"
+    )
     judge: GeneratorOptions = option(
         GeneratorOptions(max_new_tokens=384), "scorer judge: the judge model", prefix="judge_"
     )
@@ -81,6 +84,22 @@ class MapConfig:
     reward_trust_remote_code: bool = option(
         False, "scorer reward: run the model's own code from its repository (ArmoRM needs it)"
     )
+    learned_features: Literal["embedding", "lm_hidden"] = option(
+        "embedding",
+        "scorer learned: features of each response, a sentence embedding (--embedding-model) or a causal LM's "
+        "mean-pooled last hidden state over the response read in its conversation (--learned-lm)",
+    )
+    learned_lm: str = option(DEFAULT_GENERATOR_MODEL, "scorer learned, features lm_hidden: a causal LM (id or path)")
+    learned_max_length: int = option(
+        512, "scorer learned, features lm_hidden: tokens per conversation (cut on the left)"
+    )
+    learned_folds: int = option(
+        5, "scorer learned: folds of instructions; each response is scored by the model fitted on the others"
+    )
+    learned_regularization: float = option(
+        DEFAULT_REGULARIZATION, "scorer learned: L2 penalty per pair of the pairwise logistic model"
+    )
+    learned_seed: int = option(42, "scorer learned: seed of the instructions' fold assignment")
     length_debias: bool = option(
         False, "replace each score by its residual after regressing scores on log response length"
     )
@@ -260,6 +279,15 @@ def region_moves(before: pd.Series, after: pd.Series) -> dict:
     }
 
 
+def scorer_model(config: MapConfig) -> str | None:
+    """The model a reference or learned run takes its features from, e.g. ``all-MiniLM-L6-v2``."""
+    if config.scorer == "reference" or (config.scorer == "learned" and config.learned_features == "embedding"):
+        return config.embedding_model
+    if config.scorer == "learned":
+        return config.learned_lm
+    return None
+
+
 def _unmapped_reason(row) -> str:
     if row.n_responses == 0:
         return "no responses left after validation"
@@ -366,7 +394,9 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         responses["response_words"] = responses["response"].str.split().str.len()
         if data.has_preferences:
             responses[["pair_wins", "pair_losses"]] = pair_counts(responses, data.preferences)
-        responses["alignment_score"] = scorer.score(instructions, responses)
+        responses["alignment_score"] = scorer.score(
+            instructions, responses, preferences=data.preferences if data.has_preferences else None
+        )
         # Scorers that ask a model (the judge) keep each raw verdict for audit beside the scores.
         verdicts = getattr(scorer, "verdicts", None)
         if isinstance(verdicts, pd.DataFrame):
@@ -402,7 +432,8 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
     proxy_sources = instructions.get("proxy_source", pd.Series(dtype=object))
     if config.plot:
         with timings.step("plot"):
-            scorer_label = f"reference ({config.embedding_model})" if config.scorer == "reference" else config.scorer
+            model = scorer_model(config)
+            scorer_label = f"{config.scorer} ({model})" if model else config.scorer
             plot_map(
                 map_table,
                 thresholds,
@@ -421,6 +452,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "models": {
             "scorer": config.scorer,
             "embedding_model": config.embedding_model if config.scorer == "reference" else None,
+            "learned_model": scorer_model(config) if config.scorer == "learned" else None,
             "reward_model": config.reward_model if config.scorer == "reward" else None,
             "judge_model": _generator_label(config.judge) if config.scorer == "judge" else None,
             "proxy_generator": _generator_label(config.generation),
@@ -428,6 +460,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "proxies": proxy_sources.fillna("missing").value_counts().to_dict(),
         "generation": generation_stats.to_dict() if generation_stats else None,
         "judge_generation": scorer.generation_stats.to_dict() if getattr(scorer, "generation_stats", None) else None,
+        "learned_fit": getattr(scorer, "fit_summary", None),
         "scores": _describe(responses["alignment_score"]),
         "length_debias": length_debias,
         "regions": region_counts(map_table["region"]),

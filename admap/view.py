@@ -63,7 +63,12 @@ def scorer_label(summary: dict) -> str:
     """The scorer of a run with its model, e.g. ``reference (all-MiniLM-L6-v2)``."""
     models = summary.get("models", {})
     scorer = models.get("scorer", "unknown")
-    model = {"reference": "embedding_model", "reward": "reward_model", "judge": "judge_model"}.get(scorer)
+    model = {
+        "reference": "embedding_model",
+        "learned": "learned_model",
+        "reward": "reward_model",
+        "judge": "judge_model",
+    }.get(scorer)
     label = f"{scorer} ({models[model]})" if model and models.get(model) else scorer
     if summary.get("config", {}).get("length_debias"):
         label += ", length-debiased"

@@ -18,18 +18,31 @@ suspicion (higher = more suspect):
   differences (their standard deviation about zero: it does not depend on the flips or the
   orientation); suspicion = 1 - ``cleanlab.rank.get_label_quality_scores``; the
   ``cleanlab.filter.find_label_issues`` flagged set is reported with its size and precision.
+- ``learned_pair_suspicion``: the learned-preference model (``admap.score.learned``: logistic
+  regression on embedding differences of the run's responses, ``--learned-embedding-model``),
+  REFIT ON THE FLIPPED PAIRS for every seed and cross-fitted over instruction folds; suspicion =
+  minus the flipped label's out-of-fold utility margin (chosen minus rejected). Fitting it on the
+  clean labels would leak the planted flips.
+- ``learned_cleanlab``: as ``cleanlab``, with p(a better) = sigmoid(utility_a - utility_b), the
+  fitted model's own scale, and its own random orientation (a separate generator, so that the
+  other methods' draws are unchanged).
+
+Without flips, the share of pairs that the alignment scores and the out-of-fold learned model
+order as the labels do is reported too.
 
 Metrics against the planted set: AUROC, average precision and precision@k (k = number planted;
 ties at the cut-off count by their expected share under random tie-breaking).
 
-    python benchmarks/bench_diagnosis.py runs/demo runs/hh120 --flip-rate 0.15 --seeds 0 1 2 3 4 \\
-        --out results/diagnosis
+    HF_HUB_OFFLINE=1 python benchmarks/bench_diagnosis.py runs/demo runs/hh120 --flip-rate 0.15 \\
+        --seeds 0 1 2 3 4 --out results/diagnosis
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import platform
 import shlex
 import sys
@@ -42,10 +55,24 @@ from cleanlab.rank import get_label_quality_scores
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from admap.diagnose import instruction_agreement, pair_suspicion
+from admap.embed import encode_unique, load_encoder
+from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.score.annotation import annotation_labels, pair_counts
+from admap.score.learned import DEFAULT_REGULARIZATION, cross_fitted_utilities, pair_agreement
 from admap.select import preference_pairs
 
-METHODS = ("paper_cosine", "admap_pair_suspicion", "length", "random", "cleanlab")
+logger = logging.getLogger("bench_diagnosis")
+
+METHODS = (
+    "paper_cosine",
+    "admap_pair_suspicion",
+    "length",
+    "random",
+    "cleanlab",
+    "learned_pair_suspicion",
+    "learned_cleanlab",
+)
+CLEANLAB_METHODS = ("cleanlab", "learned_cleanlab")
 PAIR_COLUMNS = ["instruction_id", "chosen_id", "rejected_id"]
 
 
@@ -55,6 +82,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--flip-rate", type=float, default=0.15, help="share of pairs flipped (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="default: %(default)s")
     parser.add_argument("--out", default="results/diagnosis", help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--learned-embedding-model",
+        default=DEFAULT_EMBEDDING_MODEL,
+        help="sentence-transformers model of the learned methods' features (default: %(default)s)",
+    )
+    parser.add_argument("--learned-folds", type=int, default=5, help="instruction folds (default: %(default)s)")
+    parser.add_argument(
+        "--learned-regularization",
+        type=float,
+        default=DEFAULT_REGULARIZATION,
+        help="L2 penalty per pair of the learned model (default: %(default)s)",
+    )
+    parser.add_argument("--device", default="auto", help="embedding device (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -107,6 +147,59 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def length_suspicion(chosen_chars: np.ndarray, rejected_chars: np.ndarray) -> np.ndarray:
+    """``(P,)`` (chars rejected - chars chosen) / (sum of both), 0 where both are empty: "longer is better"."""
+    total = chosen_chars + rejected_chars
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (rejected_chars - chosen_chars) / total, 0.0)
+
+
+def cleanlab_suspicion(p_a: np.ndarray, a_is_chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(1 - label quality, find_label_issues mask)`` of pairs oriented as (a, b), labelled 1 where a is
+    the chosen one, with ``p_a`` ``(P,)`` the probability that a is better."""
+    pred_probs = np.column_stack([1.0 - p_a, p_a])
+    labels = a_is_chosen.astype(int)
+    issues = find_label_issues(labels, pred_probs, n_jobs=1)
+    return 1.0 - get_label_quality_scores(labels, pred_probs), np.asarray(issues, dtype=bool)
+
+
+def response_features(responses: pd.DataFrame, encoder, cache: dict) -> np.ndarray:
+    """``(len(responses), d)`` embeddings of the responses' texts, computed once per distinct text list
+    (the runs of one dataset share their responses)."""
+    texts = tuple(responses["response"].fillna("").astype(str))
+    if texts not in cache:
+        batch_size = 128 if str(encoder.device).startswith("cuda") else 16
+        unique, index = encode_unique(encoder, list(texts), batch_size=batch_size, progress=False)
+        cache[texts] = unique[index]
+    return cache[texts]
+
+
+def pair_positions(responses: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """``(P, 2)`` row positions in ``responses`` of each pair's (chosen, rejected)."""
+    position = pd.Series(np.arange(len(responses)), index=responses["response_id"].to_numpy())
+    return np.column_stack([pairs["chosen_id"].map(position), pairs["rejected_id"].map(position)]).astype(np.int64)
+
+
+def learned_suspicions(
+    responses: pd.DataFrame, features: np.ndarray, flipped: pd.DataFrame, args: argparse.Namespace, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-pair suspicion of the learned methods, fitted on the flipped pairs, and its cleanlab mask."""
+    pairs = pair_positions(responses, flipped)
+    utilities = cross_fitted_utilities(
+        features,
+        pairs,
+        responses["instruction_id"].to_numpy(),
+        folds=args.learned_folds,
+        seed=seed,
+        regularization=args.learned_regularization,
+    )
+    margin = utilities[pairs[:, 0]] - utilities[pairs[:, 1]]
+    # A generator of its own, so that the other methods' draws from the seed's stay as they were.
+    a_is_chosen = np.random.default_rng([seed, 1]).uniform(size=len(pairs)) < 0.5
+    suspicion, issues = cleanlab_suspicion(sigmoid(np.where(a_is_chosen, margin, -margin)), a_is_chosen)
+    return {"learned_pair_suspicion": -margin, "learned_cleanlab": suspicion}, issues
+
+
 def suspicions(
     responses: pd.DataFrame, flipped: pd.DataFrame, rng: np.random.Generator
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -120,11 +213,9 @@ def suspicions(
     out["admap_pair_suspicion"] = pair_suspicion(flipped, responses)["suspicion_score"].to_numpy(dtype=np.float64)
 
     chars = responses.set_index("response_id")["response_chars"].astype(np.float64)
-    chosen_chars = flipped["chosen_id"].map(chars).to_numpy()
-    rejected_chars = flipped["rejected_id"].map(chars).to_numpy()
-    total = chosen_chars + rejected_chars
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["length"] = np.where(total > 0, (rejected_chars - chosen_chars) / total, 0.0)
+    out["length"] = length_suspicion(
+        flipped["chosen_id"].map(chars).to_numpy(), flipped["rejected_id"].map(chars).to_numpy()
+    )
 
     out["random"] = rng.uniform(size=len(flipped))
 
@@ -135,15 +226,12 @@ def suspicions(
     diff = np.where(a_is_chosen, chosen_score - rejected_score, rejected_score - chosen_score)
     scale = float(np.sqrt(np.nanmean(diff**2)))
     p_a = sigmoid(np.nan_to_num(diff) / scale) if scale > 0 else np.full(len(diff), 0.5)
-    pred_probs = np.column_stack([1.0 - p_a, p_a])
-    labels = a_is_chosen.astype(int)
-    out["cleanlab"] = 1.0 - get_label_quality_scores(labels, pred_probs)
-    issues = find_label_issues(labels, pred_probs, n_jobs=1)
+    out["cleanlab"], issues = cleanlab_suspicion(p_a, a_is_chosen)
 
     for name, values in out.items():  # NaN (e.g. no cosine): the median, neither suspect nor trusted
         if np.isnan(values).any():
             out[name] = np.where(np.isnan(values), np.nanmedian(values), values)
-    return out, np.asarray(issues, dtype=bool)
+    return out, issues
 
 
 def precision_at_k(planted: np.ndarray, suspicion: np.ndarray, k: int) -> float:
@@ -176,14 +264,23 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    encoder = load_encoder(args.learned_embedding_model, device=args.device)
+    feature_cache: dict = {}
     rows, baselines = [], []
     for run_arg in args.runs:
         run = Path(run_arg)
         dataset, scorer = describe_run(run)
         responses, pairs = load_run(run)
         rate, ties = agreement(responses, pairs)
+        features = response_features(responses, encoder, feature_cache)
+        groups = responses["instruction_id"].to_numpy()
+        clean_pairs = pair_positions(responses, pairs)
+        learned_utilities = cross_fitted_utilities(
+            features, clean_pairs, groups, folds=args.learned_folds, regularization=args.learned_regularization
+        )
         baselines.append(
             {
                 "run": run.name,
@@ -192,12 +289,17 @@ def main(argv: list[str] | None = None) -> int:
                 "n_pairs": len(pairs),
                 "agreement": rate,
                 "ties": ties,
+                "learned_agreement": pair_agreement(learned_utilities, clean_pairs),
             }
         )
+        logger.info("%s: scores agree %.3f, learned model %.3f", run, rate, baselines[-1]["learned_agreement"])
         for seed in args.seeds:
             rng = np.random.default_rng(seed)
             flipped, planted = flip_pairs(pairs, args.flip_rate, rng)
             scores, issues = suspicions(responses, flipped, rng)
+            learned_scores, learned_issues = learned_suspicions(responses, features, flipped, args, seed)
+            scores |= learned_scores
+            flagged_sets = {"cleanlab": issues, "learned_cleanlab": learned_issues}
             k = int(planted.sum())
             for method in METHODS:
                 s = scores[method]
@@ -215,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
                     "n_flagged": np.nan,
                     "flagged_precision": np.nan,
                 }
-                if method == "cleanlab":
-                    row["n_flagged"] = int(issues.sum())
-                    row["flagged_precision"] = float(planted[issues].mean()) if issues.any() else np.nan
+                if method in flagged_sets:
+                    flagged_set = flagged_sets[method]
+                    row["n_flagged"] = int(flagged_set.sum())
+                    row["flagged_precision"] = float(planted[flagged_set].mean()) if flagged_set.any() else np.nan
                 rows.append(row)
 
     detail = pd.DataFrame(rows)
@@ -241,11 +344,12 @@ def main(argv: list[str] | None = None) -> int:
             "P@k": [fmt(m, s) for m, s in zip(summary["p_at_k_mean"], summary["p_at_k_std"])],
         }
     )
-    clean = summary[summary["method"] == "cleanlab"]
+    clean = summary[summary["method"].isin(CLEANLAB_METHODS)]
     flagged = pd.DataFrame(
         {
             "dataset": clean["dataset"],
             "scorer": clean["scorer"],
+            "method": clean["method"],
             "pairs": clean["n_pairs"],
             "planted (k)": clean["n_planted"],
             "flagged": [fmt(m, s, 1) for m, s in zip(clean["n_flagged_mean"], clean["n_flagged_std"])],
@@ -262,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             "pairs": base["n_pairs"],
             "scores agree with labels (no flips)": [f"{a:.3f}" for a in base["agreement"]],
             "score ties": base["ties"],
+            "learned model agrees (no flips, out of fold)": [f"{a:.3f}" for a in base["learned_agreement"]],
         }
     )
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
@@ -269,7 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         rate=args.flip_rate,
         seeds=" ".join(map(str, args.seeds)),
-        machine=f"{platform.processor() or platform.machine()}, Python {platform.python_version()}",
+        machine=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()})",
+        device=encoder.device,
+        embedding_model=args.learned_embedding_model,
+        folds=args.learned_folds,
+        regularization=args.learned_regularization,
         table=markdown(table),
         flagged=markdown(flagged),
         baseline=markdown(base_table),
@@ -289,12 +399,12 @@ README = """# Detection of planted label flips
 {command}
 ```
 
-Each run directory was written by `admap map`: the demo set (`admap/demo/demo_preferences.jsonl`,
-48 instructions × 4 responses, pairs = every pair with different ratings, higher rating chosen) and
-the HH-RLHF harmless-base test set, first 120 rows (119 valid pairs, each the dataset's own
-chosen/rejected pair). Alignment scores: cosine similarity (all-MiniLM-L6-v2) or ROUGE-L to greedy
-SmolLM2-135M-Instruct proxy responses; `length debias` is the reference score with its length trend
-removed. Machine: 2-core CPU ({machine}), no GPU.
+Each run directory was written by `admap map` (the `dataset` column; `pairs` below): the demo set
+(`admap/demo/demo_preferences.jsonl`, 48 instructions × 4 responses, pairs = every pair with different
+ratings, higher rating chosen) and the HH-RLHF harmless-base test set (each pair the dataset's own
+chosen/rejected pair). Alignment scores (the `scorer` column): cosine similarity (all-MiniLM-L6-v2) or
+ROUGE-L to greedy SmolLM2-135M-Instruct proxy responses; `length debias` is the reference score with its
+length trend removed. Machine: {machine}; embeddings on {device}.
 
 Flip rate {rate}, seeds {seeds}. Per seed, `round(rate × pairs)` pairs are drawn uniformly
 (`numpy.random.default_rng(seed)`) and their chosen/rejected swapped: the planted set. Labels are
@@ -311,6 +421,15 @@ the same corrupted annotation. Methods (higher = more suspect):
   p(a better) = sigmoid((score_a − score_b) / s), s = root mean square of the pair score
   differences (their standard deviation about zero, independent of the flips and the orientation);
   suspicion = 1 − `cleanlab.rank.get_label_quality_scores` (self-confidence).
+- `learned_pair_suspicion`: the learned-preference model (`admap.score.learned`, the `learned`
+  scorer): a logistic model without intercept on the difference of the two responses' {embedding_model}
+  embeddings, L2 penalty {regularization:g} per pair, cross-fitted over {folds} folds of instructions.
+  It is refit on the flipped pairs for every seed (fitting it on the clean labels would leak the
+  planted set), and no pair is scored by a model that saw its instruction. Suspicion = minus the
+  out-of-fold utility margin of the flipped label (chosen − rejected). It does not use the run's
+  alignment scores, so it is the same for every run of one dataset.
+- `learned_cleanlab`: as `cleanlab`, with p(a better) = sigmoid(utility_a − utility_b), the
+  fitted model's own scale: cleanlab's out-of-sample probabilities from a model of the labels themselves.
 
 Metrics against the planted set, mean ± std over seeds: AUROC, average precision (AP), precision@k
 with k = number planted (ties at the cut-off counted by their expected share). Random gives AUROC 0.5
@@ -322,7 +441,8 @@ and AP ≈ P@k ≈ the flip rate. Per-seed rows: `detection.csv`; means and stds
 
 {flagged}
 
-Without flips, the share of pairs whose alignment scores order them as the labels do:
+Without flips, the share of pairs whose alignment scores order them as the labels do, and the share
+that the learned model, cross-fitted on the clean labels (fold seed 0), orders as the labels do:
 
 {baseline}
 """

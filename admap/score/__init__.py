@@ -1,7 +1,16 @@
 """Stage 3, score: an alignment score per response, by any registered scorer."""
 
-from admap.score import annotation, judge, reference, reward, rouge  # noqa: F401  (register the scorers)
+from admap.score import annotation, judge, learned, reference, reward, rouge  # noqa: F401  (register the scorers)
 from admap.score.base import SCORERS, Scorer
+from admap.score.learned import LearnedScorer, cross_fitted_utilities
 from admap.score.reference import ReferenceScorer, paired_inner_products, reference_scores
 
-__all__ = ["SCORERS", "ReferenceScorer", "Scorer", "paired_inner_products", "reference_scores"]
+__all__ = [
+    "SCORERS",
+    "LearnedScorer",
+    "ReferenceScorer",
+    "Scorer",
+    "cross_fitted_utilities",
+    "paired_inner_products",
+    "reference_scores",
+]

@@ -48,5 +48,7 @@ class AnnotationScorer:
     def from_config(cls, config, *, progress: bool = True) -> AnnotationScorer:
         return cls()
 
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray:
         return annotation_labels(responses).astype(np.float32)

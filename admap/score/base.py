@@ -14,7 +14,9 @@ class Scorer(Protocol):
     """Scores every row of ``responses``: a float array aligned with it, NaN where it cannot.
 
     ``from_config`` builds the scorer from the `admap map` config, so that each scorer picks
-    the settings it needs and a new scorer is one new registered class.
+    the settings it needs and a new scorer is one new registered class. ``preferences`` is the
+    dataset's own pairs (``instruction_id``, ``chosen_id``, ``rejected_id``) for pair datasets, else
+    None; only scorers fitted to the labels (``learned``) read it.
     """
 
     name: str
@@ -24,7 +26,9 @@ class Scorer(Protocol):
     @classmethod
     def from_config(cls, config, *, progress: bool = True) -> Scorer: ...
 
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray: ...
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray: ...
 
 
 SCORERS: Registry[type] = Registry("scorer")

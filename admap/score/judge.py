@@ -206,7 +206,9 @@ class JudgeScorer:
             return None
         return self.scope if self.samples == 1 else f"{self.scope}#judge-sample-{sample}"
 
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray:
         questions = instructions.set_index("instruction_id")["instruction"]
         question_of = responses["instruction_id"].map(questions)
         answers = responses["response"]

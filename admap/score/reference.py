@@ -78,7 +78,9 @@ class ReferenceScorer:
             progress=progress,
         )
 
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray:
         proxies = instructions.set_index("instruction_id")["proxy_response"]
         response_proxy = responses["instruction_id"].map(proxies)
         scorable = response_proxy.notna().to_numpy()

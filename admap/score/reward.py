@@ -126,7 +126,9 @@ class RewardScorer:
             "input_ids"
         ]
 
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray:
         import torch
 
         scores = np.full(len(responses), np.nan, dtype=np.float32)

@@ -57,7 +57,9 @@ class RougeLScorer:
     def from_config(cls, config, *, progress: bool = True) -> RougeLScorer:
         return cls()
 
-    def score(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray:
         proxies = responses["instruction_id"].map(instructions.set_index("instruction_id")["proxy_response"])
         return np.array(
             [
