@@ -17,19 +17,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-logger = logging.getLogger("screenshot_view")
+from admap.view import CHROMIUM_ARGS
 
-# Headless, offline, and WebGL through SwiftShader where the machine has no GPU.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--enable-unsafe-swiftshader",
-]
+logger = logging.getLogger("screenshot_view")
 
 
 def chromium_path() -> str:

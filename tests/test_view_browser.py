@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from admap.pipeline import ViewConfig, run_view
+from admap.view import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install playwright (setup.sh)")
@@ -24,18 +25,6 @@ expect = sync_api.expect
 
 logger = logging.getLogger(__name__)
 
-# Playwright's own browser download is not used: Debian's chromium, headless, offline, WebGL through
-# SwiftShader on machines without a GPU (the same flags as scripts/screenshot_view.py).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--enable-unsafe-swiftshader",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 # Measured 100k-instruction page: see test_100k_points_become_interactive_in_time. The bound is generous
 # on purpose: CI machines are shared and slow; a regression to "unusable" is what it catches.
