@@ -175,7 +175,7 @@ class ExperimentConfig:
 
     def map_fingerprint(self) -> str:
         """Names the map's folder: two runs share a map exactly when their map settings agree."""
-        return _fingerprint(to_dict(self.map) | {"out": None})
+        return fingerprint(to_dict(self.map) | {"out": None})
 
     def run_id(self) -> str:
         """Unique per configuration: readable fields, then a hash of everything that changes the result."""
@@ -184,8 +184,9 @@ class ExperimentConfig:
         for key in ("name", "out", "wandb", "stages"):
             varying.pop(key)
         readable = f"{self.selection.strategy}-{fraction}-{self.map.scorer}-seed{self.selection.seed}"
-        return f"{readable}-{_fingerprint(varying)}"
+        return f"{readable}-{fingerprint(varying)}"
 
 
-def _fingerprint(values: dict) -> str:
+def fingerprint(values: dict) -> str:
+    """A short hash of ``values`` that names a folder: equal settings, equal name."""
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -7,8 +7,6 @@ The benchmark logic itself (FastChat's prompts, verdicts, win rates) lives in `e
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +14,7 @@ from pathlib import Path
 from admap.config import to_dict
 from admap.generate.runner import build_generator
 from admap.models import pick_device
-from experiments.config import EvaluationOptions, ExperimentConfig
+from experiments.config import EvaluationOptions, ExperimentConfig, fingerprint
 from experiments.evaluate.alpaca_eval import (
     alpaca_eval_outputs,
     load_alpaca_eval_instructions,
@@ -96,8 +94,8 @@ def reference_answers(
     if options.reference_answers != "base":
         return {name: read_answers(Path(options.reference_answers) / f"{name}.jsonl") for name in needed}
     settings = {"model": config.train.model, "answer": to_dict(options.answer), "evaluation": to_dict(options)}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return answer_benchmarks(base_checkpoint, "base", options, folder / digest, needed, progress=progress)
+    out_dir = folder / fingerprint(settings)
+    return answer_benchmarks(base_checkpoint, "base", options, out_dir, needed, progress=progress)
 
 
 def evaluate_policy(
