@@ -9,6 +9,7 @@ import shlex
 import sys
 
 from admap import __version__
+from admap.benchmark.run import BenchConfig, run_bench
 from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
 from admap.pipeline import (
@@ -33,6 +34,7 @@ COMMANDS = {
     "compare-scorers": (CompareConfig, run_compare, "agreement, region overlap and length bias of several scorers"),
     "diagnose": (DiagnoseConfig, run_diagnose, "rank the pairs whose annotation the alignment scores contradict"),
     "view": (ViewConfig, run_view, "write the interactive map as one offline HTML page; --serve opens it on localhost"),
+    "bench": (BenchConfig, run_bench, "time the scoring core against its peers, the map stage at 1M, a cached rerun"),
 }
 
 

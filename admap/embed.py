@@ -1,17 +1,32 @@
-"""Stage 2, embed: texts to float32, L2-normalised vectors, each distinct text encoded once."""
+"""Stage 2, embed: texts to float32, L2-normalised vectors, each distinct text encoded once.
+
+Embeddings go to an `EmbeddingStore` on disk in chunks, keyed by (model, precision, text hash),
+so that the stage's memory does not grow with the dataset and a rerun, a new region split or a
+new scorer on the same texts encodes nothing again. The encoding itself runs on an engine from
+`admap.engines` (this process, or Ray Data across a cluster).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
-from admap.models import pick_device, resolve_embedding_model
+from admap.config import option
+from admap.models import DEFAULT_EMBEDDING_MODEL, pick_device, resolve_embedding_model
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+KEY_BYTES = 16
+MIN_AGREEMENT_SAMPLE = 100
 
 
 class Encoder(Protocol):
@@ -20,18 +35,106 @@ class Encoder(Protocol):
     def encode(self, sentences: list[str], **kwargs) -> np.ndarray: ...
 
 
-def load_encoder(model: str, *, device: str = "auto"):
-    """A `SentenceTransformer`; the packaged all-MiniLM-L6-v2 is used for its name when installed."""
+@dataclass
+class EmbeddingOptions:
+    """How texts are embedded: precision, chunking, the on-disk cache and the engine."""
+
+    embed_precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto",
+        "embedding precision: auto = fp16 on CUDA, fp32 on CPU; bf16 uses AMX on recent Xeons. Anything but fp32 "
+        "is first checked against fp32 scores on a sample (--min-precision-agreement)",
+    )
+    min_precision_agreement: float = option(
+        0.999, "Spearman correlation with fp32 scores that a lower precision needs on the sample, else fp32 is used"
+    )
+    agreement_sample: int = option(
+        512, "responses in the precision check at most: 5% of them, but at least 100 (all of a smaller set)"
+    )
+    embed_chunk_size: int = option(
+        8192, "distinct texts embedded and written to disk at a time: the embedding stage's memory bound"
+    )
+    embedding_cache: bool = option(
+        True, "keep embeddings on disk keyed by model, precision and text, and reuse them across runs"
+    )
+    embedding_cache_dir: str | None = option(None, "where (default: $ADMAP_CACHE/embeddings, ~/.cache/admap)")
+    engine: str = option("local", "where texts are encoded: local (this process) or ray (Ray Data on a cluster)")
+    ray_address: str | None = option(None, "engine ray: cluster address (default: $RAY_ADDRESS, else a local cluster)")
+    ray_actors: int | None = option(None, "engine ray: encoder actors (default: one per GPU, else one per 2 CPUs)")
+
+    def __post_init__(self) -> None:
+        if self.embed_precision not in PRECISIONS:
+            raise ValueError(f"embed_precision must be one of {PRECISIONS}, got {self.embed_precision!r}")
+        if not 0 <= self.min_precision_agreement <= 1:
+            raise ValueError(f"min_precision_agreement must be within [0, 1], got {self.min_precision_agreement}")
+        if self.agreement_sample < MIN_AGREEMENT_SAMPLE:
+            raise ValueError(f"agreement_sample must be >= {MIN_AGREEMENT_SAMPLE}, got {self.agreement_sample}")
+        if self.embed_chunk_size < 1:
+            raise ValueError(f"embed_chunk_size must be >= 1, got {self.embed_chunk_size}")
+        if self.ray_actors is not None and self.ray_actors < 1:
+            raise ValueError(f"ray_actors must be >= 1, got {self.ray_actors}")
+        from admap.engines import ENGINES
+
+        ENGINES.get(self.engine)  # an unknown engine fails here, with suggestions
+
+    def agreement_sample_size(self, responses: int) -> int:
+        """Responses in the precision check: its fp32 pass is the check's only cost, so it stays a small
+        share of a large run, while 100 pairs still expose a precision that reorders scores."""
+        return min(responses, max(MIN_AGREEMENT_SAMPLE, min(self.agreement_sample, responses // 20)))
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """What an embedding depends on besides its text: the cache is keyed by it."""
+
+    model: str = DEFAULT_EMBEDDING_MODEL
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @property
+    def namespace(self) -> str:
+        """A folder name per (model, precision): readable prefix, hash for uniqueness."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        readable = "".join(c if c.isalnum() or c in "-." else "_" for c in self.model.split("/")[-1])
+        return f"{readable}-{self.precision}-{digest}"
+
+    def with_precision(self, precision: str) -> EmbeddingSpec:
+        return EmbeddingSpec(self.model, precision)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` is fp16 on CUDA (the tensor cores' format) and fp32 elsewhere; fp16 needs CUDA."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    on_cuda = pick_device(device).startswith("cuda")
+    if precision == "auto":
+        return "fp16" if on_cuda else "fp32"
+    if precision == "fp16" and not on_cuda:
+        raise ValueError("fp16 embeddings need a CUDA device; on the CPU use bf16 (AMX) or fp32")
+    return precision
+
+
+def load_encoder(model: str = DEFAULT_EMBEDDING_MODEL, *, device: str = "auto", precision: str = "fp32"):
+    """A `SentenceTransformer` in ``precision``; the packaged all-MiniLM-L6-v2 is used for its name when installed."""
     from sentence_transformers import SentenceTransformer
 
     device = pick_device(device)
     path = resolve_embedding_model(model)
-    logger.info("loading embedding model %s on %s", path, device)
-    return SentenceTransformer(path, device=device)
+    logger.info("loading embedding model %s on %s (%s)", path, device, precision)
+    encoder = SentenceTransformer(path, device=device)
+    return set_precision(encoder, precision)
+
+
+def set_precision(encoder, precision: str):
+    import torch
+
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be one of {tuple(dtypes)}, got {precision!r}")
+    return encoder.to(dtypes[precision])
 
 
 def encode_texts(encoder: Encoder, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """``(len(texts), d)`` float32 rows of unit length."""
+    """``(len(texts), d)`` float32 rows of unit length (sentence-transformers sorts each call by
+    length, so that a batch holds texts of similar length and pads little)."""
     embeddings = encoder.encode(
         list(texts),
         batch_size=batch_size,
@@ -42,11 +145,169 @@ def encode_texts(encoder: Encoder, texts: Sequence[str], *, batch_size: int = 64
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
+def default_batch_size(device: str) -> int:
+    # Small batches on the CPU waste less on padding and stay in cache.
+    return 128 if pick_device(device).startswith("cuda") else 16
+
+
 def encode_unique(
     encoder: Encoder, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode each distinct text once: ``(unique_embeddings (U, d), index (N,))`` with
     ``unique_embeddings[index[i]]`` the embedding of ``texts[i]``."""
-    index, uniques = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
+    index, uniques = distinct_texts(texts)
     logger.info("encoding %d distinct texts of %d", len(uniques), len(texts))
-    return encode_texts(encoder, list(uniques), batch_size=batch_size, progress=progress), index.astype(np.int64)
+    return encode_texts(encoder, uniques, batch_size=batch_size, progress=progress), index
+
+
+def distinct_texts(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """``(index (N,), uniques)`` with ``uniques[index[i]] == texts[i]``, uniques in first-seen order."""
+    index, uniques = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
+    return index.astype(np.int64), list(uniques)
+
+
+def text_keys(texts: Sequence[str]) -> np.ndarray:
+    """A 16-byte BLAKE2b digest per text (``V16``): the cache key within a spec's namespace."""
+    digests = b"".join(
+        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=KEY_BYTES).digest() for text in texts
+    )
+    return np.frombuffer(digests, dtype=f"V{KEY_BYTES}").copy()
+
+
+def longest_first(texts: Sequence[str]) -> np.ndarray:
+    """Positions of ``texts`` from longest to shortest (characters), so that consecutive chunks hold
+    texts of similar length: each batch pads little and chunk sizes predict memory."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    return np.argsort(-lengths, kind="stable")
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+@dataclass
+class PrecisionCheck:
+    """Scores of a sample of (response, proxy) pairs in fp32 and in the requested precision."""
+
+    requested: str
+    used: str
+    pairs: int
+    spearman: float
+    max_abs_difference: float
+    min_agreement: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SampleEmbeddings:
+    """The check's distinct texts and their embeddings in both precisions, kept for the stores."""
+
+    texts: list[str]
+    fp32: np.ndarray
+    fast: np.ndarray
+
+
+def check_precision(
+    spec: EmbeddingSpec,
+    left: Sequence[str],
+    right: Sequence[str],
+    *,
+    device: str,
+    batch_size: int,
+    min_agreement: float,
+) -> tuple[PrecisionCheck, SampleEmbeddings]:
+    """Score the sample pairs (cosine of ``left[i]`` and ``right[i]``) in fp32 and in
+    ``spec.precision`` with one model load; ``used`` is the requested precision when the two
+    rankings agree to ``min_agreement`` (Spearman), else fp32."""
+    index, texts = distinct_texts([*left, *right])
+    encoder = load_encoder(spec.model, device=device, precision="fp32")
+    fp32 = encode_texts(encoder, texts, batch_size=batch_size, progress=False)
+    fast = encode_texts(set_precision(encoder, spec.precision), texts, batch_size=batch_size, progress=False)
+
+    def cosines(embeddings: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", embeddings[index[: len(left)]], embeddings[index[len(left) :]])
+
+    reference, approximate = cosines(fp32), cosines(fast)
+    agreement = spearman(reference, approximate)
+    used = spec.precision if agreement >= min_agreement else "fp32"
+    if used != spec.precision:
+        logger.warning(
+            "%s scores agree with fp32 at Spearman %.5f < %.5f on %d pairs: embedding in fp32 instead",
+            spec.precision,
+            agreement,
+            min_agreement,
+            len(left),
+        )
+    check = PrecisionCheck(
+        requested=spec.precision,
+        used=used,
+        pairs=len(left),
+        spearman=agreement,
+        max_abs_difference=float(np.max(np.abs(reference - approximate))),
+        min_agreement=min_agreement,
+    )
+    return check, SampleEmbeddings(texts, fp32, fast)
+
+
+@dataclass
+class EmbeddingReport:
+    """What the embedding stage did, for ``summary.json``."""
+
+    model: str
+    precision: str
+    engine: str
+    texts: int = 0
+    distinct_texts: int = 0
+    cached_texts: int = 0
+    encoded_texts: int = 0
+    encode_seconds: float = 0.0
+    cache_dir: str | None = None
+    precision_check: dict | None = field(default=None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def put_missing(store, keys: np.ndarray, vectors: np.ndarray) -> int:
+    """Add the rows whose keys ``store`` lacks; returns how many."""
+    missing = store.locate(keys) < 0
+    store.add(keys[missing], vectors[missing])
+    return int(missing.sum())
+
+
+def fill_store(
+    store,
+    texts: Sequence[str],
+    keys: np.ndarray,
+    spec: EmbeddingSpec,
+    engine,
+    *,
+    chunk_size: int,
+    batch_size: int,
+    progress: bool,
+) -> int:
+    """Encode the texts whose keys ``store`` lacks, longest first, chunk by chunk into the store;
+    returns how many were encoded. ``texts`` and ``keys`` are distinct and aligned."""
+    missing = np.flatnonzero(store.locate(keys) < 0)
+    if not len(missing):
+        return 0
+    order = missing[longest_first([texts[i] for i in missing])]
+    logger.info(
+        "embedding %d new texts of %d (%s, %s) on engine %s",
+        len(order),
+        len(keys),
+        spec.model,
+        spec.precision,
+        engine.name,
+    )
+    start = time.perf_counter()
+    for positions, vectors in engine.embed(
+        [texts[i] for i in order], spec, chunk_size=chunk_size, batch_size=batch_size, progress=progress
+    ):
+        store.add(keys[order[positions]], vectors)
+    logger.info("embedded %d texts in %.1f s", len(order), time.perf_counter() - start)
+    return len(order)

@@ -39,6 +39,7 @@ from admap.datamap import (
     region_counts,
 )
 from admap.debias import length_residuals
+from admap.embed import EmbeddingOptions
 from admap.generate import GENERATORS
 from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
@@ -50,7 +51,7 @@ from admap.proxy import attach_proxies
 from admap.score import SCORERS
 from admap.score.annotation import annotation_labels, pair_counts
 from admap.score.learned import DEFAULT_REGULARIZATION
-from admap.select import PAIR_RULES, preference_pairs, random_instruction_ids, trl_records
+from admap.select import PAIR_RULES, preference_pairs, random_instruction_ids, rows_of_instructions, trl_records
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,9 @@ class MapConfig:
     embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model (the paper: all-mpnet-base-v2)")
     embed_batch_size: int | None = option(
         None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA; learned lm_hidden: 8 and 32)"
+    )
+    embedding: EmbeddingOptions = option(
+        EmbeddingOptions(), "scorers reference and learned: precision, chunking, the embedding cache and the engine"
     )
     judge: GeneratorOptions = option(
         GeneratorOptions(max_new_tokens=384), "scorer judge: the judge model", prefix="judge_"
@@ -335,7 +339,7 @@ def build_map_table(
     """One row per instruction: its text and proxy, score statistics, region, mean rating, and
     why it is unmapped when it is."""
     stats = instruction_statistics(
-        responses["instruction_id"].to_numpy(),
+        responses["instruction_id"],
         responses["alignment_score"].to_numpy(),
         all_instruction_ids=instructions["instruction_id"].to_numpy(),
         min_responses=config.min_responses,
@@ -360,7 +364,7 @@ def write_subset_pairs(
 ) -> dict[str, int]:
     """Write the pairs of one subset's instructions as TRL records; returns the counts."""
     ids = subset_instruction_ids(map_table, subset, seed=seed)
-    subset_pairs = pairs[pairs["instruction_id"].isin(ids)]
+    subset_pairs = rows_of_instructions(pairs, ids)
     write_jsonl(trl_records(subset_pairs, map_table, responses), path)
     logger.info("%s: %d pairs from %d instructions", path, len(subset_pairs), len(ids))
     return {"instructions": int(len(ids)), "pairs": int(len(subset_pairs))}
@@ -461,6 +465,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "generation": generation_stats.to_dict() if generation_stats else None,
         "judge_generation": scorer.generation_stats.to_dict() if getattr(scorer, "generation_stats", None) else None,
         "learned_fit": getattr(scorer, "fit_summary", None),
+        "embedding": scorer.embedding_report.to_dict() if getattr(scorer, "embedding_report", None) else None,
         "scores": _describe(responses["alignment_score"]),
         "length_debias": length_debias,
         "regions": region_counts(map_table["region"]),

@@ -12,10 +12,13 @@ Pair rules:
 from __future__ import annotations
 
 import json
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from admap.datamap import id_run_starts, instruction_codes
 
 PAIR_RULES = ("annotated", "best_vs_random", "alignment_score")
 PAIR_COLUMNS = ["instruction_id", "chosen_id", "rejected_id"]
@@ -30,17 +33,75 @@ def random_instruction_ids(instruction_ids: np.ndarray, size: int, *, seed: int 
     return np.asarray(instruction_ids)[np.sort(chosen)]
 
 
+def rows_of_instructions(frame: pd.DataFrame, instruction_ids) -> pd.DataFrame:
+    """The rows of ``frame`` (responses, pairs) whose ``instruction_id`` is one of ``instruction_ids``,
+    in order; a row without an instruction id is never selected."""
+    # Series.isin makes one pyarrow scalar of each wanted id at a time (seconds for 10^5 ids); pyarrow's
+    # is_in takes the whole set at once, and here looks up each run of equal consecutive ids once.
+    column = frame["instruction_id"]
+    starts = id_run_starts(column.array)
+    run_ids = pa.array(column.iloc[starts])
+    wanted = pc.is_in(run_ids, value_set=pa.array(instruction_ids, type=run_ids.type), skip_nulls=True)
+    return frame[np.repeat(wanted.to_numpy(zero_copy_only=False), np.diff(starts, append=len(column)))]
+
+
+# The dtype pd.DataFrame gives a column of text.
+_TEXT = pd.Series(["text"]).dtype
+
+
+def _typed_alike_as_rows(dtype) -> bool:
+    """Whether pd.DataFrame, given rows (tuples) of this dtype's values, types their column as ``dtype``."""
+    return dtype == _TEXT or (isinstance(dtype, np.dtype) and dtype.kind in "biuf")
+
+
+def _pair_frame(instruction_ids, chosen_ids, rejected_ids) -> pd.DataFrame:
+    """The pairs as pd.DataFrame types a list of ``(instruction_id, chosen_id, rejected_id)`` tuples."""
+    columns = (instruction_ids, chosen_ids, rejected_ids)
+    if len(chosen_ids) and all(_typed_alike_as_rows(column.dtype) for column in columns):
+        return pd.DataFrame(dict(zip(PAIR_COLUMNS, columns)))
+    # Other dtypes, and no pairs at all, through the tuples themselves: slower, typed the same by construction.
+    return pd.DataFrame(list(zip(*columns)), columns=PAIR_COLUMNS)
+
+
+def _within_group_pairs(group_sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of positions within each group of consecutive positions (``group_sizes`` long, in
+    order), groups in order and, within a group, in ``itertools.combinations`` order."""
+    group_starts = np.cumsum(group_sizes) - group_sizes
+    pair_counts = group_sizes * (group_sizes - 1) // 2
+    pair_starts = np.cumsum(pair_counts) - pair_counts
+    first = np.empty(int(pair_counts.sum()), dtype=np.intp)
+    second = np.empty_like(first)
+    for size in np.unique(group_sizes[group_sizes > 1]):
+        groups = np.flatnonzero(group_sizes == size)
+        a, b = np.triu_indices(size, k=1)  # row by row: combinations(range(size), 2) order
+        slots = pair_starts[groups, None] + np.arange(len(a))
+        first[slots] = group_starts[groups, None] + a
+        second[slots] = group_starts[groups, None] + b
+    return first, second
+
+
 def _ordered_pairs(responses: pd.DataFrame, value_column: str) -> pd.DataFrame:
-    rows = []
-    rated = responses.dropna(subset=[value_column])
-    for instruction_id, group in rated.groupby("instruction_id", sort=False):
-        ids, values = group["response_id"].to_numpy(), group[value_column].to_numpy()
-        for a, b in combinations(range(len(ids)), 2):
-            if values[a] == values[b]:
-                continue
-            winner, loser = (a, b) if values[a] > values[b] else (b, a)
-            rows.append((instruction_id, ids[winner], ids[loser]))
-    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+    """Every pair of an instruction's responses with unequal values, the higher first; instructions
+    in first-appearance order, pairs in ``combinations`` order of the responses in load order."""
+    rated = np.flatnonzero(responses[value_column].notna().to_numpy())
+    codes, unique_ids = instruction_codes(responses["instruction_id"].iloc[rated])
+    # Grouped as a groupby groups (positions into ``rated``): rows without an instruction id left out,
+    # instructions in first-appearance order, an instruction's rows in load order.
+    grouped = np.flatnonzero(codes >= 0)
+    grouped = grouped[np.argsort(codes[grouped], kind="stable")]
+    first, second = _within_group_pairs(np.bincount(codes[grouped], minlength=len(unique_ids)))
+    first, second = grouped[first], grouped[second]
+    values = responses[value_column].to_numpy()[rated]
+    unequal = values[first] != values[second]
+    first, second = first[unequal], second[unequal]
+    first_wins = values[first] > values[second]
+    winners, losers = np.where(first_wins, first, second), np.where(first_wins, second, first)
+    response_ids = responses["response_id"]
+    return _pair_frame(
+        unique_ids.take(codes[winners]),
+        response_ids.iloc[rated[winners]].reset_index(drop=True),
+        response_ids.iloc[rated[losers]].reset_index(drop=True),
+    )
 
 
 def _best_vs_random(responses: pd.DataFrame, seed: int) -> pd.DataFrame:

@@ -174,8 +174,11 @@ class ExperimentConfig:
         return Path(self.out) / self.name
 
     def map_fingerprint(self) -> str:
-        """Names the map's folder: two runs share a map exactly when their map settings agree."""
-        return fingerprint(to_dict(self.map) | {"out": None})
+        """Names the map's folder: two runs share a map exactly when their map settings agree (where
+        and on which engine the texts were embedded does not change the map)."""
+        settings = to_dict(self.map) | {"out": None}
+        settings["embedding"] = {k: v for k, v in settings["embedding"].items() if k not in PLACEMENT_KEYS}
+        return fingerprint(settings)
 
     def run_id(self) -> str:
         """Unique per configuration: readable fields, then a hash of everything that changes the result."""
@@ -185,6 +188,10 @@ class ExperimentConfig:
             varying.pop(key)
         readable = f"{self.selection.strategy}-{fraction}-{self.map.scorer}-seed{self.selection.seed}"
         return f"{readable}-{fingerprint(varying)}"
+
+
+# Embedding settings that say where the work runs and where its cache lives, not what it computes.
+PLACEMENT_KEYS = ("engine", "ray_address", "ray_actors", "embedding_cache", "embedding_cache_dir")
 
 
 def fingerprint(values: dict) -> str:

@@ -97,6 +97,15 @@ def test_run_ids_follow_the_configuration_and_nothing_else():
     assert a.map_fingerprint() == other_steps.map_fingerprint()
 
 
+def test_where_texts_are_embedded_does_not_name_a_new_map():
+    def fingerprint(embedding):
+        return build(ExperimentConfig, {"map": {"embedding": embedding}}).map_fingerprint()
+
+    local = fingerprint({})
+    assert fingerprint({"engine": "ray", "ray_actors": 4, "embedding_cache_dir": "/scratch"}) == local
+    assert fingerprint({"embed_precision": "bf16"}) != local
+
+
 def test_sweep_crosses_the_grid_with_seeds():
     sweep = build(
         SweepConfig,

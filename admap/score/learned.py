@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from admap.embed import encode_unique, load_encoder
+from admap.embed import EmbeddingOptions, EmbeddingSpec, default_batch_size, resolve_precision
+from admap.embedding_store import cached_embeddings
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, pick_device
 from admap.score.base import SCORERS
 from admap.score.reward import plain_rendering
@@ -284,6 +285,7 @@ class LearnedScorer:
     batch_size: int | None = None
     max_length: int = 512
     device: str = "auto"
+    options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
     progress: bool = True
     name: str = "learned"
     higher_is_better: bool = True
@@ -313,6 +315,7 @@ class LearnedScorer:
             batch_size=config.embed_batch_size,
             max_length=config.learned_max_length,
             device=config.device,
+            options=config.embedding,
             progress=progress,
         )
 
@@ -325,10 +328,16 @@ class LearnedScorer:
         """``(len(responses), d)`` features of every response."""
         texts = responses["response"].fillna("").astype(str).tolist()
         if self.features == "embedding":
-            encoder = load_encoder(self.embedding_model, device=self.device)
-            batch_size = self.batch_size or (128 if str(encoder.device).startswith("cuda") else 16)
-            unique, index = encode_unique(encoder, texts, batch_size=batch_size, progress=self.progress)
-            return unique[index]
+            # Through the embedding cache: a reference run on the same data has embedded these already.
+            spec = EmbeddingSpec(self.embedding_model, resolve_precision(self.options.embed_precision, self.device))
+            return cached_embeddings(
+                texts,
+                spec,
+                self.options,
+                device=self.device,
+                batch_size=self.batch_size or default_batch_size(self.device),
+                progress=self.progress,
+            )
         prompts = responses["instruction_id"].map(instructions.set_index("instruction_id")["prompt_messages"])
         parsed = {prompt: json.loads(prompt) for prompt in prompts.dropna().unique()}
         conversations = [parsed.get(prompt, []) for prompt in prompts]

@@ -4,12 +4,29 @@ embedding and the embedding of its instruction's proxy response."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from admap.embed import encode_unique, load_encoder
+from admap.embed import (
+    EmbeddingOptions,
+    EmbeddingReport,
+    EmbeddingSpec,
+    PrecisionCheck,
+    SampleEmbeddings,
+    check_precision,
+    default_batch_size,
+    distinct_texts,
+    fill_store,
+    put_missing,
+    resolve_precision,
+    text_keys,
+)
+from admap.embedding_store import open_store
+from admap.engines import ENGINES
 from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.score.base import SCORERS
 
@@ -57,17 +74,24 @@ def reference_scores(
 @SCORERS.register("reference")
 @dataclass
 class ReferenceScorer:
-    """Similarity to the proxy response (the paper's reference-based alignment score)."""
+    """Similarity to the proxy response (the paper's reference-based alignment score).
+
+    Distinct texts are embedded once into the on-disk `EmbeddingStore` (reused across runs), and
+    the scores are read back chunk by chunk, so memory stays bounded by ``options.embed_chunk_size``.
+    """
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    # None: 16 on the CPU, where small batches waste less on padding and stay in cache (measured by
-    # benchmarks/bench_scoring.py), 128 on CUDA.
+    # None: 16 on the CPU, 128 on CUDA (`default_batch_size`).
     batch_size: int | None = None
     device: str = "auto"
+    options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
     progress: bool = True
+    seed: int = 42
     name: str = "reference"
     higher_is_better: bool = True
     needs_proxy: bool = True
+    # What the last `score` embedded, cached and checked (written to summary.json).
+    embedding_report: EmbeddingReport | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config, *, progress: bool = True) -> ReferenceScorer:
@@ -75,7 +99,9 @@ class ReferenceScorer:
             embedding_model=config.embedding_model,
             batch_size=config.embed_batch_size,
             device=config.device,
+            options=config.embedding,
             progress=progress,
+            seed=config.seed,
         )
 
     def score(
@@ -85,19 +111,79 @@ class ReferenceScorer:
         response_proxy = responses["instruction_id"].map(proxies)
         scorable = response_proxy.notna().to_numpy()
         scores = np.full(len(responses), np.nan, dtype=np.float32)
+        spec = EmbeddingSpec(self.embedding_model, resolve_precision(self.options.embed_precision, self.device))
+        self.embedding_report = EmbeddingReport(model=spec.model, precision=spec.precision, engine=self.options.engine)
         if not scorable.any():
             return scores
-        proxy_texts = proxies.dropna()
-        texts = list(responses.loc[scorable, "response"]) + list(proxy_texts)
-        encoder = load_encoder(self.embedding_model, device=self.device)
-        batch_size = self.batch_size or (128 if str(encoder.device).startswith("cuda") else 16)
-        unique_embeddings, text_index = encode_unique(encoder, texts, batch_size=batch_size, progress=self.progress)
-        n_responses = int(scorable.sum())
-        response_rows = text_index[:n_responses]
-        proxy_rows = text_index[n_responses:]
-        proxy_position = pd.Series(np.arange(len(proxy_texts)), index=proxy_texts.index)
-        proxy_of_response = proxy_position.loc[responses.loc[scorable, "instruction_id"]].to_numpy()
-        scores[scorable] = reference_scores(
-            unique_embeddings[response_rows], unique_embeddings[proxy_rows], proxy_of_response
-        )
+        response_texts = responses.loc[scorable, "response"].tolist()
+        proxy_texts = response_proxy[scorable].tolist()
+        index, uniques = distinct_texts([*response_texts, *proxy_texts])
+        keys = text_keys(uniques)
+        batch_size = self.batch_size or default_batch_size(self.device)
+        report = self.embedding_report
+        report.texts, report.distinct_texts = len(index), len(uniques)
+
+        engine = ENGINES.get(self.options.engine).from_options(self.options, device=self.device)
+        start = time.perf_counter()
+        with ExitStack() as stores:
+            store = stores.enter_context(self._store(spec))
+            encoded = 0
+            if spec.precision != "fp32" and (store.locate(keys) < 0).any():
+                check, sample = self._check_precision(spec, response_texts, proxy_texts, batch_size)
+                report.precision_check = check.to_dict()
+                # The sample's embeddings are kept: the check costs one extra fp32 pass over the sample.
+                fp32_store = stores.enter_context(self._store(spec.with_precision("fp32")))
+                fp32_added = put_missing(fp32_store, text_keys(sample.texts), sample.fp32)
+                if check.used == spec.precision:
+                    encoded = put_missing(store, text_keys(sample.texts), sample.fast)
+                else:
+                    spec, store, encoded = fp32_store.spec, fp32_store, fp32_added
+                    report.precision = spec.precision
+            encoded += fill_store(
+                store,
+                uniques,
+                keys,
+                spec,
+                engine,
+                chunk_size=self.options.embed_chunk_size,
+                batch_size=batch_size,
+                progress=self.progress,
+            )
+            report.encode_seconds = round(time.perf_counter() - start, 3)
+            report.encoded_texts, report.cached_texts = encoded, len(uniques) - encoded
+            report.cache_dir = str(store.directory) if self.options.embedding_cache else None
+            positions = store.locate(keys)[index]
+            n = len(response_texts)
+            scores[scorable] = stored_pair_scores(
+                store, positions[:n], positions[n:], chunk_size=self.options.embed_chunk_size
+            )
         return scores
+
+    def _store(self, spec: EmbeddingSpec):
+        return open_store(spec, cache=self.options.embedding_cache, cache_dir=self.options.embedding_cache_dir)
+
+    def _check_precision(
+        self, spec: EmbeddingSpec, response_texts: list[str], proxy_texts: list[str], batch_size: int
+    ) -> tuple[PrecisionCheck, SampleEmbeddings]:
+        rng = np.random.default_rng(self.seed)
+        sample = rng.choice(
+            len(response_texts), size=self.options.agreement_sample_size(len(response_texts)), replace=False
+        )
+        return check_precision(
+            spec,
+            [response_texts[i] for i in sample],
+            [proxy_texts[i] for i in sample],
+            device=self.device,
+            batch_size=batch_size,
+            min_agreement=self.options.min_precision_agreement,
+        )
+
+
+def stored_pair_scores(store, left: np.ndarray, right: np.ndarray, *, chunk_size: int) -> np.ndarray:
+    """Cosine of store rows ``left[i]`` and ``right[i]``, read a chunk at a time."""
+    scores = np.empty(len(left), dtype=np.float32)
+    for start in range(0, len(left), chunk_size):
+        stop = start + chunk_size
+        right_rows, right_index = np.unique(right[start:stop], return_inverse=True)
+        scores[start:stop] = reference_scores(store.gather(left[start:stop]), store.gather(right_rows), right_index)
+    return scores

@@ -1,0 +1,102 @@
+"""Facts about the machine a benchmark ran on, its measured matmul peak, and other processes' load."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+def matmul_flops(precision: str = "fp32", *, size: int = 2048, seconds: float = 2.0, device: str = "cpu") -> float:
+    """FLOP/s of square ``size`` matmuls in ``precision`` on ``device``, the best of repeated runs over
+    about ``seconds``: the ceiling an encoder's dense layers could reach here."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        torch.matmul(a, b)  # warm-up: oneDNN/cuBLAS pick their kernels on the first call
+        sync()
+        best, deadline = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            sync()
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def system_cpu_seconds() -> float | None:
+    """CPU seconds all processes have used since boot (Linux ``/proc/stat``), else None."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class OtherLoad:
+    """Cores' worth of CPU time that other processes used while the block ran (None where unknown):
+    timings taken while it is well above zero are not comparable."""
+
+    def __enter__(self) -> OtherLoad:
+        self.cores = None
+        self._system, self._own, self._wall = system_cpu_seconds(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        system = system_cpu_seconds()
+        if system is not None and self._system is not None:
+            wall = time.perf_counter() - self._wall
+            other = (system - self._system) - (time.process_time() - self._own)
+            self.cores = round(max(other, 0.0) / max(wall, 1e-9), 2)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine(device: str) -> dict[str, object]:
+    import sentence_transformers
+    import torch
+
+    facts: dict[str, object] = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "amx_bf16": "amx_bf16" in _cpu_flags(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "sentence_transformers": sentence_transformers.__version__,
+        "device": device,
+    }
+    if device.startswith("cuda"):
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

@@ -1,0 +1,200 @@
+"""`admap bench`: one run that prints every target of the scoring core as a ratio or a bound.
+
+Writes ``bench.json`` (every measurement, the machine, the command) and ``bench.md`` (the table)
+to ``--out``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import operator
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from admap import __version__
+from admap.benchmark.embedding import bench_embedding, with_stand_in_proxies
+from admap.benchmark.hardware import OtherLoad, machine, matmul_flops
+from admap.benchmark.map_stage import measure_map_stage
+from admap.config import option, to_dict
+from admap.embed import EmbeddingOptions, resolve_precision
+from admap.inputs import InputOptions
+from admap.models import DEFAULT_EMBEDDING_MODEL, pick_device
+from admap.proxy import attach_proxies
+
+logger = logging.getLogger(__name__)
+
+GB = 1024**3
+# (measurement, comparison, bound): the issue's targets for this stage.
+TARGETS = (
+    ("speedup_vs_plain_encode", operator.ge, 1.5),
+    ("speedup_vs_paper_loop", operator.ge, 4.0),
+    ("spearman_vs_fp32", operator.ge, 0.999),
+    ("cached_rerun_fraction", operator.le, 0.05),
+    ("map_seconds", operator.le, 2.0),
+    ("map_peak_rss_gb", operator.le, 1.0),
+)
+
+
+@dataclass
+class BenchConfig:
+    """`admap bench`: the embedding stage against plain sentence-transformers and the paper's loop,
+    the map stage on a million synthetic instructions, and a cached rerun, in one run."""
+
+    input: InputOptions = option(InputOptions(), "the dataset whose texts are embedded")
+    proxy_file: str | None = option(
+        None, "proxies.jsonl from `admap map`; instructions without one get their last user turn as a stand-in"
+    )
+    instructions: int = option(1000, "first N instructions of the dataset (0: all)")
+    embedding_model: str = option(DEFAULT_EMBEDDING_MODEL, "sentence-transformers model, the same for every path")
+    embed_batch_size: int | None = option(None, "admap's texts per batch (default: 16 on CPU, 128 on CUDA)")
+    embedding: EmbeddingOptions = option(
+        EmbeddingOptions(embed_precision="bf16"), "admap's embedding settings (the peers run fp32)"
+    )
+    device: str = option("auto", "auto, cpu, cuda, ...")
+    repeats: int = option(3, "timed runs of plain encode, admap and the cached rerun (the median counts)")
+    loop_repeats: int = option(1, "timed runs of the paper's per-pair loop")
+    map_instructions: int = option(1_000_000, "synthetic instructions (x4 responses) for the map stage (0: skip)")
+    out: str = option("runs/bench", "output folder for bench.json and bench.md")
+
+    def __post_init__(self) -> None:
+        if self.instructions < 0 or self.map_instructions < 0:
+            raise ValueError("instructions and map_instructions must be >= 0")
+        if self.repeats < 1 or self.loop_repeats < 1:
+            raise ValueError("repeats and loop_repeats must be >= 1")
+
+
+def bench_inputs(config: BenchConfig):
+    data = config.input.read(progress=False)
+    instructions = data.instructions
+    if config.instructions:
+        instructions = instructions.head(config.instructions)
+    instructions = with_stand_in_proxies(
+        attach_proxies(instructions.reset_index(drop=True), proxy_file=config.proxy_file)[0]
+    )
+    responses = data.responses[data.responses["instruction_id"].isin(instructions["instruction_id"])]
+    return instructions, responses.reset_index(drop=True)
+
+
+def targets_met(record: dict) -> dict[str, bool]:
+    return {name: bool(check(record[name], bound)) for name, check, bound in TARGETS if name in record}
+
+
+def run_bench(config: BenchConfig, *, progress: bool = True, command: str | None = None) -> Path:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(config.device)
+    precision = resolve_precision(config.embedding.embed_precision, device)
+    instructions, responses = bench_inputs(config)
+    logger.info("bench: %d instructions, %d responses on %s", len(instructions), len(responses), device)
+    with OtherLoad() as load:
+        embedding = bench_embedding(
+            instructions,
+            responses,
+            model_name=config.embedding_model,
+            device=device,
+            options=config.embedding,
+            batch_size=config.embed_batch_size,
+            repeats=config.repeats,
+            loop_repeats=config.loop_repeats,
+        )
+        peak = {p: matmul_flops(p, device=device) for p in sorted({"fp32", precision})}
+        map_stage = measure_map_stage(config.map_instructions) if config.map_instructions else None
+    admap_seconds = sorted(embedding["admap_seconds"])[len(embedding["admap_seconds"]) // 2]
+    plain_seconds = sorted(embedding["plain_encode_seconds"])[len(embedding["plain_encode_seconds"]) // 2]
+    record = {
+        **embedding,
+        "precision": precision,
+        "matmul_flops": peak,
+        "plain_fraction_of_matmul_peak": embedding["plain_flops"] / plain_seconds / peak["fp32"],
+        "admap_fraction_of_matmul_peak": embedding["admap_flops"] / admap_seconds / peak[precision],
+        "proxy_sources": instructions["proxy_source"].value_counts().to_dict(),
+    }
+    if map_stage:
+        record.update(
+            map_seconds=map_stage["seconds"], map_peak_rss_gb=map_stage["peak_rss_bytes"] / GB, map_stage=map_stage
+        )
+    record["targets_met"] = targets_met(record)
+    record.update(
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        command=command or shlex.join(sys.argv),
+        dataset=config.input.label,
+        model=config.embedding_model,
+        machine={**machine(device), "other_processes_cores": load.cores},
+        admap_version=__version__,
+        config=to_dict(config),
+    )
+    (out / "bench.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    table = bench_table(record)
+    (out / "bench.md").write_text(table + "\n")
+    print(table)
+    if load.cores is not None and load.cores > 0.25:
+        logger.warning(
+            "other processes used %.2f cores while this ran: the timings are not comparable; rerun on an idle machine",
+            load.cores,
+        )
+    return out
+
+
+def bench_table(record: dict) -> str:
+    bounds = {name: ("≥" if check is operator.ge else "≤", bound) for name, check, bound in TARGETS}
+    met = record["targets_met"]
+
+    def row(label: str, name: str, value: str) -> str:
+        if name not in bounds:
+            return f"| {label} | {value} | | |"
+        sign, bound = bounds[name]
+        shown = f"{bound:.0%}" if name == "cached_rerun_fraction" else f"{bound:g}"
+        return f"| {label} | {value} | {sign} {shown} | {'yes' if met[name] else 'NO'} |"
+
+    m = record["machine"]
+    lines = [
+        f"admap bench: {record['dataset']}, {record['instructions']} instructions, {record['responses']} responses, "
+        f"{record['texts']} texts ({record['distinct_texts']} distinct), {record['tokens']:,} tokens; "
+        f"model {record['model']}; admap {record['precision']}, peers fp32",
+        f"machine: {m['cpu']}, {m['cpu_count']} cores, {m['device']}{', ' + m['gpu'] if 'gpu' in m else ''}; "
+        f"torch {m['torch']}; other processes' load {m['other_processes_cores']} cores",
+        f"command: `{record['command']}`",
+        "",
+        "| measurement | value | target | met |",
+        "|---|---|---|---|",
+        row(
+            "plain sentence-transformers encode, texts/s (tokens/s)",
+            "",
+            f"{record['plain_texts_per_s']:.1f} ({record['plain_tokens_per_s']:,.0f})",
+        ),
+        row(
+            "admap, texts/s (tokens/s)", "", f"{record['admap_texts_per_s']:.1f} ({record['admap_tokens_per_s']:,.0f})"
+        ),
+        row(
+            "admap vs plain encode (time ratio)", "speedup_vs_plain_encode", f"{record['speedup_vs_plain_encode']:.2f}×"
+        ),
+        row("admap vs the paper's per-pair loop", "speedup_vs_paper_loop", f"{record['speedup_vs_paper_loop']:.2f}×"),
+        row("Spearman of admap's scores vs fp32", "spearman_vs_fp32", f"{record['spearman_vs_fp32']:.6f}"),
+        row("max |score difference| vs fp32", "", f"{record['max_abs_difference_vs_fp32']:.2e}"),
+        row("cached rerun / first run", "cached_rerun_fraction", f"{record['cached_rerun_fraction']:.2%}"),
+    ]
+    for precision, flops in record["matmul_flops"].items():
+        lines.append(row(f"measured matmul peak, {precision}", "", f"{flops / 1e9:,.0f} GFLOP/s"))
+    lines += [
+        row("plain encode, fraction of the fp32 matmul peak", "", f"{record['plain_fraction_of_matmul_peak']:.1%}"),
+        row(
+            f"admap, fraction of the {record['precision']} matmul peak",
+            "",
+            f"{record['admap_fraction_of_matmul_peak']:.1%}",
+        ),
+    ]
+    if "map_seconds" in record:
+        stage = record["map_stage"]
+        lines += [
+            row(
+                f"map + regions + select, {stage['instructions']:,} × 4 synthetic, s",
+                "map_seconds",
+                f"{record['map_seconds']:.2f}",
+            ),
+            row("  its peak RSS, GB", "map_peak_rss_gb", f"{record['map_peak_rss_gb']:.2f}"),
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""An on-disk, memory-mapped store of embeddings keyed by text hash, one folder per `EmbeddingSpec`.
+
+A folder holds append-only shards: ``<name>.vectors.npy`` (float32 ``(n, d)``, read through
+``np.load(mmap_mode="r")``) and ``<name>.keys.npy`` (``V16`` text digests). A shard is written
+under temporary names and published by renaming its keys file last, so a killed run or two
+processes writing at once never leave a torn shard; a text written twice is read from the
+oldest shard. Reads touch only the rows asked for, so memory does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from admap.embed import KEY_BYTES, EmbeddingSpec
+from admap.models import cache_root
+
+KEYS_SUFFIX = ".keys.npy"
+VECTORS_SUFFIX = ".vectors.npy"
+
+
+class EmbeddingStore:
+    """Embeddings of one spec in ``directory``; rows are addressed by a store-wide position."""
+
+    def __init__(self, directory: str | Path, spec: EmbeddingSpec):
+        self.directory = Path(directory)
+        self.spec = spec
+        self.directory.mkdir(parents=True, exist_ok=True)
+        spec_file = self.directory / "spec.json"
+        if spec_file.is_file():
+            stored = json.loads(spec_file.read_text())
+            if stored != spec.__dict__:
+                raise ValueError(f"{self.directory}: holds embeddings of {stored}, not {spec.__dict__}")
+        else:
+            _write_atomically(spec_file, json.dumps(spec.__dict__).encode())
+        self._shards: list[np.ndarray] = []
+        self._shard_names: list[str] = []
+        self._sorted_keys = np.empty(0, dtype=f"V{KEY_BYTES}")
+        self._sorted_rows = np.empty(0, dtype=np.int64)
+        self._offsets = np.zeros(1, dtype=np.int64)
+        self._stale = True
+
+    def __len__(self) -> int:
+        self._refresh()
+        return int(self._offsets[-1])
+
+    @property
+    def dimension(self) -> int | None:
+        self._refresh()
+        return self._shards[0].shape[1] if self._shards else None
+
+    def _refresh(self) -> None:
+        """Open shards written since the last look (by this or another process) and re-index."""
+        # A shard is published by its keys file; listing them is cheap next to any read.
+        names = sorted(p.name[: -len(KEYS_SUFFIX)] for p in self.directory.glob(f"*{KEYS_SUFFIX}"))
+        known = set(self._shard_names)
+        new = [n for n in names if n not in known]
+        if not new and not self._stale:
+            return
+        keys = [np.load(self.directory / f"{n}{KEYS_SUFFIX}") for n in self._shard_names]
+        for name in new:
+            keys.append(np.load(self.directory / f"{name}{KEYS_SUFFIX}"))
+            self._shards.append(np.load(self.directory / f"{name}{VECTORS_SUFFIX}", mmap_mode="r"))
+            self._shard_names.append(name)
+        sizes = [len(k) for k in keys]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=f"V{KEY_BYTES}")
+        # Stable: among duplicate keys the oldest shard's row sorts first and is the one found.
+        order = np.argsort(all_keys, kind="stable")
+        self._sorted_keys, self._sorted_rows = all_keys[order], order.astype(np.int64)
+        self._stale = False
+
+    def locate(self, keys: np.ndarray) -> np.ndarray:
+        """Store position of each key, -1 where it is absent."""
+        self._refresh()
+        keys = np.asarray(keys, dtype=f"V{KEY_BYTES}")
+        if not len(self._sorted_keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        at = np.searchsorted(self._sorted_keys, keys)
+        at_clipped = np.minimum(at, len(self._sorted_keys) - 1)
+        found = (at < len(self._sorted_keys)) & (self._sorted_keys[at_clipped] == keys)
+        return np.where(found, self._sorted_rows[at_clipped], -1)
+
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """``(len(positions), d)`` float32 rows, in the order asked for."""
+        self._refresh()
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self._offsets[-1]):
+            raise IndexError("position outside the store (a key that locate did not find?)")
+        out = np.empty((len(positions), self.dimension or 0), dtype=np.float32)
+        shard_of = np.searchsorted(self._offsets, positions, side="right") - 1
+        for shard in np.unique(shard_of):
+            rows = np.flatnonzero(shard_of == shard)
+            out[rows] = self._shards[shard][positions[rows] - self._offsets[shard]]
+        return out
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Write one shard. ``vectors`` are float32 ``(len(keys), d)``."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        keys = np.asarray(keys, dtype=f"V{KEY_BYTES}")
+        if vectors.ndim != 2 or len(vectors) != len(keys):
+            raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
+        if self.dimension is not None and vectors.shape[1] != self.dimension:
+            raise ValueError(
+                f"{self.directory}: vectors of dimension {vectors.shape[1]}, the store has {self.dimension}"
+            )
+        if not len(keys):
+            return
+        # Names sort in writing order (nanosecond clock), the uuid keeps concurrent writers apart.
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        _save_atomically(self.directory / f"{name}{VECTORS_SUFFIX}", vectors)
+        _save_atomically(self.directory / f"{name}{KEYS_SUFFIX}", keys)
+        self._stale = True
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    staging.write_bytes(data)
+    os.replace(staging, path)
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    staging = path.with_name(f".{path.name}.partial")
+    with staging.open("wb") as handle:
+        np.save(handle, array)
+    os.replace(staging, path)
+
+
+def store_directory(spec: EmbeddingSpec, cache_dir: str | None = None) -> Path:
+    return Path(cache_dir or cache_root() / "embeddings") / spec.namespace
+
+
+@contextmanager
+def open_store(spec: EmbeddingSpec, *, cache: bool = True, cache_dir: str | None = None) -> Iterator[EmbeddingStore]:
+    """The persistent store of ``spec``; with ``cache=False`` a temporary one, deleted on exit
+    (embeddings still go to disk, so that memory stays bounded)."""
+    if cache:
+        yield EmbeddingStore(store_directory(spec, cache_dir), spec)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="admap-embeddings-"))
+    try:
+        yield EmbeddingStore(scratch, spec)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def cached_embeddings(
+    texts: list[str],
+    spec: EmbeddingSpec,
+    options,
+    *,
+    device: str,
+    batch_size: int,
+    progress: bool = True,
+) -> np.ndarray:
+    """``(len(texts), d)`` embeddings of ``texts`` through the store of ``spec`` (per `EmbeddingOptions`):
+    distinct texts the store lacks are encoded on the configured engine, the rest are read back."""
+    from admap.embed import distinct_texts, fill_store, text_keys
+    from admap.engines import ENGINES
+
+    index, uniques = distinct_texts(texts)
+    keys = text_keys(uniques)
+    engine = ENGINES.get(options.engine).from_options(options, device=device)
+    with open_store(spec, cache=options.embedding_cache, cache_dir=options.embedding_cache_dir) as store:
+        fill_store(
+            store,
+            uniques,
+            keys,
+            spec,
+            engine,
+            chunk_size=options.embed_chunk_size,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return store.gather(store.locate(keys))[index]

@@ -1,0 +1,32 @@
+"""The engine protocol: where the embedding stage's encoding runs. A new engine is one new module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from admap.registry import Registry
+
+
+class Engine(Protocol):
+    """Encodes texts with one embedding spec, yielding chunks as they finish.
+
+    ``embed`` yields ``(positions, vectors)``: positions into ``texts`` and their float32,
+    L2-normalised embeddings, in any order, every position exactly once. Texts come longest
+    first, so that chunks of ``chunk_size`` consecutive texts pad little; the caller writes each
+    chunk to disk before the next, which bounds memory.
+    """
+
+    name: str
+
+    @classmethod
+    def from_options(cls, options, *, device: str) -> Engine: ...
+
+    def embed(
+        self, texts: Sequence[str], spec, *, chunk_size: int, batch_size: int, progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+
+ENGINES: Registry[type] = Registry("engine")
