@@ -395,7 +395,8 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
     with timings.step("score"):
         responses = data.responses.copy()
         responses["response_chars"] = responses["response"].str.len()
-        responses["response_words"] = responses["response"].str.split().str.len()
+        # str.split per text, not pandas' .str.split, which keeps every word list alive at once.
+        responses["response_words"] = [len(text.split()) for text in responses["response"]]
         if data.has_preferences:
             responses[["pair_wins", "pair_losses"]] = pair_counts(responses, data.preferences)
         responses["alignment_score"] = scorer.score(
