@@ -56,6 +56,7 @@ def test_peers_score_alike(minilm):
 def test_bench_command_reports_every_target(tmp_path):
     out = tmp_path / "bench"
     argv = ["bench", "--instructions", "12", "--repeats", "1", "--map-instructions", "3000", "--out", str(out)]
+    argv += ["--memory-instructions", "100", "400", "--memory-chunk-size", "64"]
     assert main([*argv, "--quiet"]) == 0
     record = json.loads((out / "bench.json").read_text())
     assert set(record["targets_met"]) == {name for name, _, _ in TARGETS}
@@ -64,5 +65,9 @@ def test_bench_command_reports_every_target(tmp_path):
     assert record["spearman_vs_fp32"] > 0.99 and record["precision"] == "bf16"
     assert record["map_stage"]["instructions"] == 3000 and record["map_stage"]["regions"]["unmapped"] == 0
     assert 0 < record["admap_fraction_of_matmul_peak"] < 1
+    small, large = record["embedding_memory"]
+    assert (small["texts"], large["texts"]) == (300, 1200) and (small["scored"], large["scored"]) == (200, 800)
+    # Four times the texts in chunks of 64: the stage's peak stays put (the model dominates it).
+    assert large["stage_peak_bytes"] < 1.25 * small["stage_peak_bytes"]
     assert (out / "bench.md").read_text().strip() == bench_table(record)
     assert "admap bench --instructions 12" in record["command"]

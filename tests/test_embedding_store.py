@@ -223,3 +223,17 @@ def test_bf16_is_checked_against_fp32_and_falls_back(tmp_path):
     assert strict.embedding_report.precision_check["used"] == "fp32"
     np.testing.assert_allclose(fallback, reference, atol=1e-6)
     assert not list((tmp_path / "c").glob("*-bf16-*/*.npy"))
+
+
+def test_the_learned_scorer_reads_what_the_reference_scorer_embedded(tmp_path, hashing_engine):
+    from admap.score.learned import LearnedScorer
+
+    instructions, responses = table(10)
+    scorer(tmp_path).score(instructions, responses)
+    hashing_engine.clear()
+    learned = LearnedScorer(
+        options=EmbeddingOptions(engine="hashing", embedding_cache_dir=str(tmp_path)), progress=False
+    )
+    features = learned.featurize(instructions, responses)
+    assert hashing_engine == []
+    np.testing.assert_array_equal(features, np.stack([hashed_vector(t) for t in responses["response"]]))

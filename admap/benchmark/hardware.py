@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 
 def matmul_flops(precision: str = "fp32", *, size: int = 2048, seconds: float = 2.0, device: str = "cpu") -> float:
@@ -100,3 +104,41 @@ def _cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
+
+
+def status_bytes(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def reset_peak_rss() -> bool:
+    """Set the peak resident size (VmHWM) back to the current one; False where Linux does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def in_fresh_process(module: str, function: str, *arguments) -> dict:
+    """``module.function(*arguments)`` (JSON-able arguments and result) in a new Python process,
+    so that its peak resident memory is its own and not the caller's."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+    }
+    code = f"import json, sys; from {module} import {function}; print(json.dumps({function}(*json.loads(sys.argv[1]))))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(arguments)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the measurement process failed ({result.returncode}):\n{result.stderr}")
+    return json.loads(result.stdout.splitlines()[-1])

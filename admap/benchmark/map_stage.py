@@ -12,16 +12,14 @@ import argparse
 import gc
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from admap.benchmark.hardware import in_fresh_process, reset_peak_rss, status_bytes
 from admap.datamap import HIGH_MEAN, assign_regions, instruction_statistics, region_counts
 from admap.select import preference_pairs, rows_of_instructions
 
@@ -73,31 +71,14 @@ def map_stage(responses: pd.DataFrame, instruction_ids, *, seed: int) -> dict:
     return {"regions": region_counts(regions), "selected": len(selected), "pairs": len(pairs)}
 
 
-def _status_bytes(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak_rss() -> bool:
-    """Set the peak resident size (VmHWM) back to the current one; False where Linux does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
 def measure_in_this_process(n_instructions: int, responses_per_instruction: int, seed: int) -> dict:
     """`measure_map_stage` in this process (call it in a fresh one)."""
     responses = synthetic_responses(n_instructions, responses_per_instruction, seed)
     instruction_ids = responses["instruction_id"].drop_duplicates().reset_index(drop=True)
     gc.collect()
     pa.default_memory_pool().release_unused()  # what generating the data freed, so the baseline is the data
-    data_rss = _status_bytes("VmRSS")
-    peak_is_stage_only = _reset_peak_rss()
+    data_rss = status_bytes("VmRSS")
+    peak_is_stage_only = reset_peak_rss()
     start = time.perf_counter()
     counts = map_stage(responses, instruction_ids, seed=seed)
     seconds = time.perf_counter() - start
@@ -105,7 +86,7 @@ def measure_in_this_process(n_instructions: int, responses_per_instruction: int,
         "instructions": n_instructions,
         "responses": len(responses),
         "seconds": seconds,
-        "peak_rss_bytes": _status_bytes("VmHWM"),
+        "peak_rss_bytes": status_bytes("VmHWM"),
         "peak_rss_covers": "map_stage" if peak_is_stage_only else "whole process",
         "data_rss_bytes": data_rss,
         # Other processes' work slows the stage down: the time is only comparable at a low load.
@@ -125,22 +106,9 @@ def measure_map_stage(n_instructions: int = 1_000_000, responses_per_instruction
     the whole process, data generation included (``"whole process"``). ``load_average``: the
     machine's one-minute load average when the stage ends.
     """
-    package_root = str(Path(__file__).resolve().parents[2])
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-    }
-    code = (
-        "import json, sys; from admap.benchmark.map_stage import measure_in_this_process; "
-        "print(json.dumps(measure_in_this_process(*map(int, sys.argv[1:]))))"
+    return in_fresh_process(
+        "admap.benchmark.map_stage", "measure_in_this_process", n_instructions, responses_per_instruction, seed
     )
-    arguments = [str(int(value)) for value in (n_instructions, responses_per_instruction, seed)]
-    result = subprocess.run(
-        [sys.executable, "-c", code, *arguments], env=environment, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"the measurement process failed ({result.returncode}):\n{result.stderr}")
-    return json.loads(result.stdout.splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:

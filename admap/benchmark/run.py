@@ -19,6 +19,7 @@ from admap import __version__
 from admap.benchmark.embedding import bench_embedding, with_stand_in_proxies
 from admap.benchmark.hardware import OtherLoad, machine, matmul_flops
 from admap.benchmark.map_stage import measure_map_stage
+from admap.benchmark.memory import measure_embedding_memory
 from admap.config import option, to_dict
 from admap.embed import EmbeddingOptions, resolve_precision
 from admap.inputs import InputOptions
@@ -55,16 +56,19 @@ class BenchConfig:
         EmbeddingOptions(embed_precision="bf16"), "admap's embedding settings (the peers run fp32)"
     )
     device: str = option("auto", "auto, cpu, cuda, ...")
-    repeats: int = option(3, "timed runs of plain encode, admap and the cached rerun (the median counts)")
-    loop_repeats: int = option(1, "timed runs of the paper's per-pair loop")
+    repeats: int = option(3, "rounds of every path, back to back (the medians count)")
     map_instructions: int = option(1_000_000, "synthetic instructions (x4 responses) for the map stage (0: skip)")
+    memory_instructions: list[int] = option(
+        [1000, 8000], "synthetic instructions (3 short texts each) at which the embedding stage's peak memory is taken"
+    )
+    memory_chunk_size: int = option(1024, "embed_chunk_size in the memory measurement")
     out: str = option("runs/bench", "output folder for bench.json and bench.md")
 
     def __post_init__(self) -> None:
         if self.instructions < 0 or self.map_instructions < 0:
             raise ValueError("instructions and map_instructions must be >= 0")
-        if self.repeats < 1 or self.loop_repeats < 1:
-            raise ValueError("repeats and loop_repeats must be >= 1")
+        if self.repeats < 1:
+            raise ValueError("repeats must be >= 1")
 
 
 def bench_inputs(config: BenchConfig):
@@ -99,10 +103,18 @@ def run_bench(config: BenchConfig, *, progress: bool = True, command: str | None
             options=config.embedding,
             batch_size=config.embed_batch_size,
             repeats=config.repeats,
-            loop_repeats=config.loop_repeats,
         )
         peak = {p: matmul_flops(p, device=device) for p in sorted({"fp32", precision})}
-        map_stage = measure_map_stage(config.map_instructions) if config.map_instructions else None
+    # In processes of their own, which the load measurement above would count as other load.
+    map_stage = measure_map_stage(config.map_instructions) if config.map_instructions else None
+    memory = measure_embedding_memory(
+        config.memory_instructions,
+        chunk_size=config.memory_chunk_size,
+        model=config.embedding_model,
+        precision=precision,
+        device=device,
+        batch_size=config.embed_batch_size,
+    )
     admap_seconds = sorted(embedding["admap_seconds"])[len(embedding["admap_seconds"]) // 2]
     plain_seconds = sorted(embedding["plain_encode_seconds"])[len(embedding["plain_encode_seconds"]) // 2]
     record = {
@@ -117,6 +129,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True, command: str | None
         record.update(
             map_seconds=map_stage["seconds"], map_peak_rss_gb=map_stage["peak_rss_bytes"] / GB, map_stage=map_stage
         )
+    if memory:
+        record["embedding_memory"] = memory
     record["targets_met"] = targets_met(record)
     record.update(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -197,4 +211,12 @@ def bench_table(record: dict) -> str:
             ),
             row("  its peak RSS, GB", "map_peak_rss_gb", f"{record['map_peak_rss_gb']:.2f}"),
         ]
+    for point in record.get("embedding_memory", []):
+        lines.append(
+            row(
+                f"embedding stage peak memory, {point['texts']:,} texts in chunks of {point['chunk_size']:,}, MB",
+                "",
+                f"{point['stage_peak_bytes'] / 1e6:,.0f}",
+            )
+        )
     return "\n".join(lines)
