@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
 import numpy as np
@@ -266,7 +266,7 @@ class EmbeddingReport:
     encoded_texts: int = 0
     encode_seconds: float = 0.0
     cache_dir: str | None = None
-    precision_check: dict | None = field(default=None)
+    precision_check: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
