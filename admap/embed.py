@@ -76,6 +76,10 @@ class EmbeddingOptions:
 
         ENGINES.get(self.engine)  # an unknown engine fails here, with suggestions
 
+    def spec(self, model: str, device: str) -> EmbeddingSpec:
+        """What ``model``'s embeddings depend on under these options on ``device``: the cache's key."""
+        return EmbeddingSpec(model, resolve_precision(self.embed_precision, device))
+
     def agreement_sample_size(self, responses: int) -> int:
         """Responses in the precision check: its fp32 pass is the check's only cost, so it stays a small
         share of a large run, while 100 pairs still expose a precision that reorders scores."""

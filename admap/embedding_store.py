@@ -44,10 +44,10 @@ class EmbeddingStore:
             _write_atomically(spec_file, json.dumps(spec.__dict__).encode())
         self._shards: list[np.ndarray] = []
         self._shard_names: list[str] = []
+        self._shard_keys: list[np.ndarray] = []
         self._sorted_keys = np.empty(0, dtype=f"V{KEY_BYTES}")
         self._sorted_rows = np.empty(0, dtype=np.int64)
         self._offsets = np.zeros(1, dtype=np.int64)
-        self._stale = True
 
     def __len__(self) -> int:
         self._refresh()
@@ -64,20 +64,18 @@ class EmbeddingStore:
         names = sorted(p.name[: -len(KEYS_SUFFIX)] for p in self.directory.glob(f"*{KEYS_SUFFIX}"))
         known = set(self._shard_names)
         new = [n for n in names if n not in known]
-        if not new and not self._stale:
+        if not new:
             return
-        keys = [np.load(self.directory / f"{n}{KEYS_SUFFIX}") for n in self._shard_names]
         for name in new:
-            keys.append(np.load(self.directory / f"{name}{KEYS_SUFFIX}"))
+            self._shard_keys.append(np.load(self.directory / f"{name}{KEYS_SUFFIX}"))
             self._shards.append(np.load(self.directory / f"{name}{VECTORS_SUFFIX}", mmap_mode="r"))
             self._shard_names.append(name)
-        sizes = [len(k) for k in keys]
+        sizes = [len(k) for k in self._shard_keys]
         self._offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-        all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=f"V{KEY_BYTES}")
+        all_keys = np.concatenate(self._shard_keys)
         # Stable: among duplicate keys the oldest shard's row sorts first and is the one found.
         order = np.argsort(all_keys, kind="stable")
         self._sorted_keys, self._sorted_rows = all_keys[order], order.astype(np.int64)
-        self._stale = False
 
     def locate(self, keys: np.ndarray) -> np.ndarray:
         """Store position of each key, -1 where it is absent."""
@@ -119,7 +117,6 @@ class EmbeddingStore:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
         _save_atomically(self.directory / f"{name}{VECTORS_SUFFIX}", vectors)
         _save_atomically(self.directory / f"{name}{KEYS_SUFFIX}", keys)
-        self._stale = True
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

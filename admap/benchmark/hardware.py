@@ -64,15 +64,16 @@ class OtherLoad:
             self.cores = round(max(other, 0.0) / max(wall, 1e-9), 2)
 
 
-def cpu_model() -> str:
+def cpuinfo_field(name: str) -> str | None:
+    """The first ``name`` line of Linux's /proc/cpuinfo (``model name``, ``flags``), else None."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
 
 
 def machine(device: str) -> dict[str, object]:
@@ -81,9 +82,9 @@ def machine(device: str) -> dict[str, object]:
 
     facts: dict[str, object] = {
         "platform": platform.platform(),
-        "cpu": cpu_model(),
+        "cpu": cpuinfo_field("model name") or platform.processor() or "unknown",
         "cpu_count": os.cpu_count(),
-        "amx_bf16": "amx_bf16" in _cpu_flags(),
+        "amx_bf16": "amx_bf16" in (cpuinfo_field("flags") or "").split(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -93,17 +94,6 @@ def machine(device: str) -> dict[str, object]:
     if device.startswith("cuda"):
         facts["gpu"] = torch.cuda.get_device_name(device)
     return facts
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def status_bytes(field: str) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from admap.embed import EmbeddingOptions, EmbeddingSpec, default_batch_size, resolve_precision
+from admap.embed import EmbeddingOptions, default_batch_size
 from admap.embedding_store import cached_embeddings
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, pick_device
 from admap.score.base import SCORERS
@@ -329,7 +329,7 @@ class LearnedScorer:
         texts = responses["response"].fillna("").astype(str).tolist()
         if self.features == "embedding":
             # Through the embedding cache: a reference run on the same data has embedded these already.
-            spec = EmbeddingSpec(self.embedding_model, resolve_precision(self.options.embed_precision, self.device))
+            spec = self.options.spec(self.embedding_model, self.device)
             return cached_embeddings(
                 texts,
                 spec,

@@ -22,7 +22,6 @@ from admap.embed import (
     distinct_texts,
     fill_store,
     put_missing,
-    resolve_precision,
     text_keys,
 )
 from admap.embedding_store import open_store
@@ -111,7 +110,7 @@ class ReferenceScorer:
         response_proxy = responses["instruction_id"].map(proxies)
         scorable = response_proxy.notna().to_numpy()
         scores = np.full(len(responses), np.nan, dtype=np.float32)
-        spec = EmbeddingSpec(self.embedding_model, resolve_precision(self.options.embed_precision, self.device))
+        spec = self.options.spec(self.embedding_model, self.device)
         self.embedding_report = EmbeddingReport(model=spec.model, precision=spec.precision, engine=self.options.engine)
         if not scorable.any():
             return scores
@@ -133,9 +132,10 @@ class ReferenceScorer:
                 report.precision_check = check.to_dict()
                 # The sample's embeddings are kept: the check costs one extra fp32 pass over the sample.
                 fp32_store = stores.enter_context(self._store(spec.with_precision("fp32")))
-                fp32_added = put_missing(fp32_store, text_keys(sample.texts), sample.fp32)
+                sample_keys = text_keys(sample.texts)
+                fp32_added = put_missing(fp32_store, sample_keys, sample.fp32)
                 if check.used == spec.precision:
-                    encoded = put_missing(store, text_keys(sample.texts), sample.fast)
+                    encoded = put_missing(store, sample_keys, sample.fast)
                 else:
                     spec, store, encoded = fp32_store.spec, fp32_store, fp32_added
                     report.precision = spec.precision
