@@ -453,7 +453,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command or shlex.join(sys.argv),
         "config": to_dict(config),
-        "dataset": {"source": data.source, "format": data.format, **data.counts()},
+        "dataset": data.report(),
         "models": {
             "scorer": config.scorer,
             "embedding_model": config.embedding_model if config.scorer == "reference" else None,
@@ -548,7 +548,7 @@ def run_proxy(config: ProxyConfig, *, progress: bool = True, command: str | None
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command or shlex.join(sys.argv),
         "config": to_dict(config),
-        "dataset": {"source": data.source, "format": data.format, **data.counts()},
+        "dataset": data.report(),
         "generator": _generator_label(config.generation),
         "proxies_written": written,
         "missing": instructions.loc[instructions["proxy_response"].isna(), "instruction_id"].tolist(),

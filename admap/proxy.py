@@ -2,7 +2,9 @@
 
 A side file is any readable table with an id (``instruction_id`` or ``prompt_id``) or the
 ``instruction`` text, and the proxy text (``proxy_response``, ``proxy`` or ``response``).
-Instructions the column and file leave without a proxy are written by the generator.
+Instructions the column and file leave without a proxy are written by the generator. A prompt has
+one proxy, whichever instructions share it (a repeated UltraFeedback prompt): the authors asked
+GPT-4o once per distinct prompt and reused the answer, and so does admap.
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ def read_proxy_file(path: str) -> tuple[dict[str, str], dict[str, str]]:
     return by_id, by_text
 
 
+def _share_by_prompt(table: pd.DataFrame) -> None:
+    """Give an instruction without a proxy the proxy (and its source) of the first instruction with the
+    same prompt that has one, in place."""
+    missing = table["proxy_response"].isna()
+    if not missing.any() or missing.all():
+        return
+    known = table.loc[~missing].drop_duplicates("prompt_messages").set_index("prompt_messages")
+    for column in ("proxy_response", "proxy_source"):
+        shared = table.loc[missing, "prompt_messages"].map(known[column])
+        table.loc[missing, column] = shared.where(shared.notna(), table.loc[missing, column])
+
+
 def attach_proxies(
     instructions: pd.DataFrame,
     *,
@@ -73,12 +87,18 @@ def attach_proxies(
         table.loc[fill, "proxy_response"] = from_file[fill]
         table.loc[fill, "proxy_source"] = "file"
         logger.info("%s: proxies for %d of %d instructions", proxy_file, int(fill.sum()), len(table))
+    _share_by_prompt(table)
     missing = table["proxy_response"].isna()
     if not missing.any() or generator is None:
         return table, None
-    conversations = [with_system_prompt(json.loads(m), system_prompt) for m in table.loc[missing, "prompt_messages"]]
-    logger.info("generating %d proxy responses with %s", len(conversations), generator.model)
-    completions, stats = generate_cached(generator, conversations, cache=cache, scope=scope)
+    prompts = table.loc[missing, "prompt_messages"]
+    distinct = prompts.drop_duplicates()
+    conversations = [with_system_prompt(json.loads(m), system_prompt) for m in distinct]
+    logger.info(
+        "generating %d proxy responses (%d instructions) with %s", len(conversations), len(prompts), generator.model
+    )
+    replies, stats = generate_cached(generator, conversations, cache=cache, scope=scope)
+    completions = prompts.map(dict(zip(distinct, replies)))
     table.loc[missing, "proxy_response"] = [c.text for c in completions]
     table.loc[missing, "proxy_source"] = [f"generated:{generator.model}" if c.ok else None for c in completions]
     if stats.failed:

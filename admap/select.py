@@ -2,11 +2,14 @@
 
 Pair rules:
 - ``annotated`` (the paper's): the dataset's own pairs where it has them (pair datasets);
-  otherwise every pair of an instruction's responses with different ratings, the higher
-  rating chosen, ties skipped (up to 6 pairs from 4 responses).
+  otherwise every pair of an instruction's distinct response texts with different ratings,
+  the higher rating chosen, ties skipped (up to 6 pairs from 4 responses).
 - ``best_vs_random``: the highest-rated response against one random lower-rated response
   (the ultrafeedback_binarized convention).
 - ``alignment_score``: every pair ordered by alignment score, ties skipped; for data without labels.
+
+Rules over responses pair texts, not completions: where two completions of an instruction share
+a text, the text takes the last rating given to it (`distinct_texts`), as the authors' code does.
 """
 
 from __future__ import annotations
@@ -104,6 +107,27 @@ def _ordered_pairs(responses: pd.DataFrame, value_column: str) -> pd.DataFrame:
     )
 
 
+def distinct_texts(responses: pd.DataFrame) -> pd.DataFrame:
+    """One row per text of an instruction: a response that repeats an earlier text (``same_text_as``)
+    is dropped, and the last of them with a rating lends the text its rating and its id, so that the
+    pair names the completion whose rating decided it. Responses in their order of first appearance."""
+    if "same_text_as" not in responses.columns:  # responses not from a loader: no repeats are marked
+        return responses
+    repeats = responses["same_text_as"].notna().to_numpy()
+    if not repeats.any():
+        return responses
+    distinct = responses[~repeats].copy()
+    rated_repeats = responses[repeats & responses["rating"].notna().to_numpy()]
+    last = rated_repeats.drop_duplicates("same_text_as", keep="last")
+    position = pd.Series(np.arange(len(distinct)), index=distinct["response_id"].to_numpy())
+    rows = position[last["same_text_as"].to_numpy()].to_numpy()
+    for column in ("rating", "response_id"):
+        values = distinct[column].to_numpy(copy=True)
+        values[rows] = last[column].to_numpy()
+        distinct[column] = values
+    return distinct
+
+
 def _best_vs_random(responses: pd.DataFrame, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = []
@@ -131,9 +155,10 @@ def preference_pairs(
     """
     if rule not in PAIR_RULES:
         raise ValueError(f"rule must be one of {PAIR_RULES}, got {rule!r}")
+    if rule == "annotated" and annotated is not None and not annotated.empty:
+        return annotated[PAIR_COLUMNS].reset_index(drop=True)
+    responses = distinct_texts(responses)
     if rule == "annotated":
-        if annotated is not None and not annotated.empty:
-            return annotated[PAIR_COLUMNS].reset_index(drop=True)
         if not responses["rating"].notna().any():
             raise ValueError(
                 "rule 'annotated' needs ratings or annotated pairs; this data has neither (use rule 'alignment_score')"

@@ -238,7 +238,8 @@ def colourings(
         )
     modes.append(categorical("model", "model of the best-scored response", top_models(ids, responses)))
     for column in SOURCE_COLUMNS:
-        if column in table.columns:
+        # Every loader writes the column; only some datasets (UltraFeedback) fill it.
+        if column in table.columns and table[column].notna().any():
             modes.append(categorical("source", f"dataset source ({column})", table[column].tolist()))
             break
     if table["mean_rating"].notna().any():

@@ -9,6 +9,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real data the tests read, kept in the repository with its licence (tests/data/*/LICENSE).
+TEST_DATA = Path(__file__).parent / "data"
 
 
 def shared_data(relative: str) -> Path:
@@ -21,7 +23,8 @@ def shared_data(relative: str) -> Path:
 
 @pytest.fixture(scope="session")
 def hh_rlhf_path() -> Path:
-    return shared_data("hh_rlhf/harmless-base-test.jsonl.gz")
+    """Anthropic HH-RLHF, harmless-base test split (2,312 rows, MIT)."""
+    return TEST_DATA / "hh_rlhf" / "harmless-base-test.jsonl.gz"
 
 
 @pytest.fixture(scope="session")

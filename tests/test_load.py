@@ -16,7 +16,33 @@ from admap.errors import InputError
 from admap.load import LoadOptions, load_preferences
 
 FIXTURES = Path(__file__).parent / "fixtures"
-HH_HARMLESS_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
+HH_HARMLESS_TEST = Path(__file__).parent / "data" / "hh_rlhf" / "harmless-base-test.jsonl.gz"
+
+NOTHING_COUNTED = {
+    "rows_read": 0,
+    "rows_loaded": 0,
+    "rows_skipped": 0,
+    "rows_duplicate": 0,
+    "rows_filtered": 0,
+    "responses_read": 0,
+    "responses_skipped": 0,
+    "responses_merged": 0,
+    "responses": 0,
+    "responses_empty": 0,
+    "responses_same_text": 0,
+    "ratings_missing": 0,
+    "rating_conflicts": 0,
+    "instructions": 0,
+    "instructions_sharing_a_prompt": 0,
+    "preferences": 0,
+    "identical_pairs": 0,
+}
+
+
+def counted(**counts):
+    """The full counts dict: the given counts, every other one zero."""
+    assert set(counts) <= set(NOTHING_COUNTED), set(counts) - set(NOTHING_COUNTED)
+    return NOTHING_COUNTED | counts
 
 
 def load(source, **kwargs):
@@ -47,19 +73,7 @@ def user(text):
 def test_ultrafeedback_raw():
     data = load(FIXTURES / "ultrafeedback.jsonl")
     assert data.format == "ultrafeedback"
-    assert data.counts() == {
-        "rows_read": 2,
-        "rows_loaded": 2,
-        "rows_skipped": 0,
-        "rows_duplicate": 0,
-        "responses_read": 8,
-        "responses_skipped": 0,
-        "responses_merged": 0,
-        "responses": 8,
-        "instructions": 2,
-        "preferences": 0,
-        "rating_conflicts": 0,
-    }
+    assert data.counts() == counted(rows_read=2, rows_loaded=2, responses_read=8, responses=8, instructions=2)
     assert_accounted(data)
     assert data.has_ratings and not data.has_preferences
     assert prompts(data) == {
@@ -67,6 +81,8 @@ def test_ultrafeedback_raw():
         "Write a haiku about autumn.": user("Write a haiku about autumn."),
     }
     assert list(data.instructions["source_row"]) == [1, 2]
+    # UltraFeedback's `source` is kept per instruction (the viewer colours by it).
+    assert list(data.instructions["source"]) == ["evol_instruct", "flan_v2"]
     colors = data.responses[data.responses["source_row"] == 1]
     assert list(colors["response"]) == [
         "Red, yellow and blue.",
@@ -110,14 +126,13 @@ def test_ultrafeedback_rating_field(rating_field, expected_haiku_ratings, best_m
     assert best == best_model
 
 
-def test_ultrafeedback_honesty_rating_field_skips_na_completion():
-    # Chosen as the rating, an "N/A" aspect is a missing rating: that completion is left out.
-    data = load(FIXTURES / "ultrafeedback.jsonl", options=LoadOptions(rating_field="honesty"), skip_invalid=True)
-    assert [(s.row, s.field, s.unit) for s in data.skipped] == [
-        (1, "completions[3].annotations.honesty.Rating", "response")
-    ]
-    assert "Colors are nice." not in set(data.responses["response"])
-    assert len(data.responses) == 7
+def test_ultrafeedback_honesty_rating_field_leaves_na_completion_unrated():
+    # Chosen as the rating, an "N/A" aspect is no rating: that completion is kept, scored, and in no pair.
+    data = load(FIXTURES / "ultrafeedback.jsonl", options=LoadOptions(rating_field="honesty"))
+    assert data.skipped == []
+    assert data.counts()["ratings_missing"] == 1 and len(data.responses) == 8
+    nice = data.responses.set_index("response").loc["Colors are nice."]
+    assert math.isnan(nice["rating"])
     assert_accounted(data)
     haiku = data.responses[data.responses["source_row"] == 2]
     assert list(haiku["rating"]) == [5.0, 3.0, 2.0, 4.0]
@@ -134,19 +149,10 @@ def test_ultrafeedback_unknown_rating_field_is_refused():
 def test_ultrafeedback_binarized():
     data = load(FIXTURES / "binarized.jsonl")
     assert data.format == "preference"
-    assert data.counts() == {
-        "rows_read": 3,
-        "rows_loaded": 3,
-        "rows_skipped": 0,
-        "rows_duplicate": 0,
-        "responses_read": 6,
-        "responses_skipped": 0,
-        "responses_merged": 1,  # "5" is rejected in rows 1 and 2 of the same prompt_id
-        "responses": 5,
-        "instructions": 2,
-        "preferences": 3,
-        "rating_conflicts": 0,
-    }
+    # "5" is rejected in rows 1 and 2 of the same prompt_id: one response.
+    assert data.counts() == counted(
+        rows_read=3, rows_loaded=3, responses_read=6, responses_merged=1, responses=5, instructions=2, preferences=3
+    )
     assert_accounted(data)
     # prompt_id is the instruction id; the prompt is the user turn the message lists repeat.
     assert list(data.instructions["instruction_id"]) == ["a1b2c3", "d4e5f6"]
@@ -200,19 +206,9 @@ def test_alpaca_pairs_regroup_into_distinct_responses():
     data = load(FIXTURES / "alpaca_pairs.jsonl")
     assert data.format == "alpaca"
     # 6 pairs over 4 distinct responses: 12 response slots, 4 new responses, the other 8 merged.
-    assert data.counts() == {
-        "rows_read": 6,
-        "rows_loaded": 6,
-        "rows_skipped": 0,
-        "rows_duplicate": 0,
-        "responses_read": 12,
-        "responses_skipped": 0,
-        "responses_merged": 8,
-        "responses": 4,
-        "instructions": 1,
-        "preferences": 6,
-        "rating_conflicts": 0,
-    }
+    assert data.counts() == counted(
+        rows_read=6, rows_loaded=6, responses_read=12, responses_merged=8, responses=4, instructions=1, preferences=6
+    )
     assert_accounted(data)
     assert list(data.responses["response"]) == ["Joyful.", "Glad.", "Content.", "Sad."]
     assert list(data.responses["source_row"]) == [1, 1, 2, 3]  # where each response first appeared
@@ -252,19 +248,10 @@ def test_alpaca_input_is_part_of_the_instruction(tmp_path):
 def test_hh_rlhf_transcripts():
     data = load(FIXTURES / "hh_rlhf.jsonl")
     assert data.format == "hh_rlhf"
-    assert data.counts() == {
-        "rows_read": 3,
-        "rows_loaded": 3,
-        "rows_skipped": 0,
-        "rows_duplicate": 0,
-        "responses_read": 6,
-        "responses_skipped": 0,
-        "responses_merged": 1,  # row 3 repeats row 1's prompt and chosen answer
-        "responses": 5,
-        "instructions": 2,
-        "preferences": 3,
-        "rating_conflicts": 0,
-    }
+    # Row 3 repeats row 1's prompt and chosen answer: one instruction, the answer one response.
+    assert data.counts() == counted(
+        rows_read=3, rows_loaded=3, responses_read=6, responses_merged=1, responses=5, instructions=2, preferences=3
+    )
     assert_accounted(data)
     multi_turn = "user: Hi\n\nassistant: Hello! How can I help?\n\nuser: Tell me a fun fact."
     assert prompts(data) == {
@@ -282,42 +269,41 @@ def test_hh_rlhf_transcripts():
     ]
 
 
-def test_hh_rlhf_real_harmless_test_split():
-    if not HH_HARMLESS_TEST.exists():
-        pytest.skip(f"{HH_HARMLESS_TEST} not present (the shared data folder lies beside the checkout)")
+def test_hh_rlhf_real_harmless_test_split_loads_every_row_with_no_flags():
     raw = [json.loads(line) for line in gzip.open(HH_HARMLESS_TEST, "rt", encoding="utf-8")]
-    data = load(HH_HARMLESS_TEST, skip_invalid=True)
-    assert data.format == "hh_rlhf"
+    data = load(HH_HARMLESS_TEST)
+    assert data.format == "hh_rlhf" and data.skipped == []
     c = data.counts()
-    assert c["rows_read"] == len(raw) == 2312
-    assert c["rows_read"] == c["preferences"] + c["rows_skipped"]
-    assert c["responses_read"] == c["responses"] + c["responses_merged"] + c["responses_skipped"]
-    assert c["responses_read"] == 2 * c["preferences"]
+    assert c["rows_read"] == c["rows_loaded"] == c["preferences"] == len(raw) == 2312
+    assert c["responses_read"] == c["responses"] == 2 * 2312
     assert_accounted(data)
-    # Skipped rows, checked by hand: 87, 517, 926, 1104 end 'chosen' with an empty Assistant turn; in 1255,
-    # 1689, 1953, 2037 the two transcripts part before the last Assistant turn of 'chosen'; 1951's
-    # 'rejected' adds another Assistant turn after its answer.
-    assert sorted(s.row for s in data.skipped) == [87, 517, 926, 1104, 1255, 1689, 1951, 1953, 2037]
-    for skipped in data.skipped:
-        assert skipped.unit == "row" and skipped.field in ("chosen", "rejected") and skipped.reason
-        assert skipped.file == str(HH_HARMLESS_TEST)
-    assert raw[87 - 1]["chosen"].endswith("\n\nAssistant: ")
-    for messages in data.instructions["prompt_messages"]:
-        messages = json.loads(messages)
-        assert isinstance(messages, list) and messages[-1]["role"] == "user"
-        assert {m["role"] for m in messages} <= {"user", "assistant"}
-        assert all(m["content"] == m["content"].strip() and m["content"] for m in messages)
-    assert not data.responses["response"].str.contains("\n\nHuman:").any()
-    assert not data.responses["response"].str.contains("\n\nAssistant:").any()
-    # Each loaded pair is the tail of its own transcripts, after the shared prompt.
     text = dict(zip(data.responses["response_id"], data.responses["response"]))
+    pairs = {p.source_row: (text[p.chosen_id], text[p.rejected_id]) for p in data.preferences.itertuples()}
+    # Checked by hand: rows 87, 517, 926 and 1104 end 'chosen' with an empty Assistant turn, an empty
+    # response that is kept, scored and paired.
+    assert raw[87 - 1]["chosen"].endswith("\n\nAssistant: ")
+    assert sorted(row for row, (chosen, _) in pairs.items() if chosen == "") == [87, 517, 926, 1104]
+    assert c["responses_empty"] == 4
+    # In 1255, 1689, 1951, 1953 and 2037 the transcripts part before the last Assistant turn of one
+    # side (a turn marker without its blank line, a turn the other side lacks): the response is the
+    # rest of each transcript after their last shared Assistant turn, and the rows are counted.
+    assert data.tally.notes == {"hh_rlhf_responses_over_several_turns": 5}
+    several = sorted(row for row, texts in pairs.items() if any("\n\nAssistant:" in t for t in texts))
+    assert several == [1255, 1689, 1951, 1953, 2037]
+    # Two prompts are asked twice with other answers: four instructions, not two of four responses.
+    assert c["instructions"] == 2312 and c["instructions_sharing_a_prompt"] == 2
     prompt = dict(zip(data.instructions["instruction_id"], data.instructions["prompt_messages"]))
     for pref in data.preferences.itertuples():
         record = raw[pref.source_row - 1]
-        assert record["chosen"].rstrip().endswith(text[pref.chosen_id])
-        assert record["rejected"].rstrip().endswith(text[pref.rejected_id])
-        last_user = json.loads(prompt[pref.instruction_id])[-1]["content"]
-        assert last_user in record["chosen"] and last_user in record["rejected"]
+        chosen, rejected = pairs[pref.source_row]
+        assert record["chosen"].rstrip().endswith(chosen) and record["rejected"].rstrip().endswith(rejected)
+        messages = json.loads(prompt[pref.instruction_id])
+        assert {m["role"] for m in messages} <= {"user", "assistant"} and messages[0]["role"] == "user"
+        assert messages[-1]["content"] in record["chosen"] and messages[-1]["content"] in record["rejected"]
+        # The prompt is the two transcripts' shared start (up to the whitespace around each turn).
+        turns = "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages)
+        for transcript in (record["chosen"], record["rejected"]):
+            assert " ".join(transcript.split()).startswith(" ".join(turns.split()))
 
 
 # ---------------------------------------------------------------- auto-detection

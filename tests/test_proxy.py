@@ -114,3 +114,31 @@ def test_smollm2_generator_writes_replies():
     assert len(replies) == 3 and all(r.ok and r.tokens_in > 0 and r.tokens_out > 0 for r in replies)
     assert "paris" in replies[0].text.lower()
     assert generator.deterministic and generator.identity()["dtype"] == "float32"
+
+
+def test_instructions_sharing_a_prompt_share_one_proxy():
+    """A repeated prompt (UltraFeedback rows asked twice) is answered once, and an answer the column
+    gives one instruction serves the others of its prompt."""
+    prompt = {k: json.dumps([{"role": "user", "content": f"Question {k}"}]) for k in "ABC"}
+    instructions = pd.DataFrame(
+        {
+            "instruction_id": ["a", "a.2", "b", "c", "c.2", "b.2"],
+            "instruction": ["Question A", "Question A", "Question B", "Question C", "Question C", "Question B"],
+            "prompt_messages": [prompt[k] for k in "AABCCB"],
+            "proxy_response": [None, "from the column", None, None, None, None],
+            "source_row": [1, 2, 3, 4, 5, 6],
+        }
+    )
+    generator = RecordingGenerator({"Question B": "generated B", "Question C": "generated C"})
+    table, stats = attach_proxies(instructions, generator=generator)
+    assert table["proxy_response"].tolist() == [
+        "from the column",
+        "from the column",
+        "generated B",
+        "generated C",
+        "generated C",
+        "generated B",
+    ]
+    assert table["proxy_source"].tolist() == ["column", "column"] + ["generated:table"] * 4
+    assert [[c[-1]["content"] for c in call] for call in generator.calls] == [["Question B", "Question C"]]
+    assert (stats.requests, stats.succeeded) == (2, 2)

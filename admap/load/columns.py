@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from admap.load.base import FORMATS, LoadOptions, read_proxy
-from admap.load.fields import check_rating, check_text, require_text
+from admap.load.fields import check_rating, check_text, is_missing_rating, optional_label, require_string, require_text
 from admap.load.pairs import pair_row
 from admap.load.schema import ParsedResponse, ParsedRow
 
@@ -36,8 +36,8 @@ class Columns:
         if options.chosen_column and options.rejected_column:
             return pair_row(
                 prompt_messages,
-                require_text(record, options.chosen_column),
-                require_text(record, options.rejected_column),
+                require_string(record, options.chosen_column),
+                require_string(record, options.rejected_column),
                 chosen_field=options.chosen_column,
                 rejected_field=options.rejected_column,
                 instruction_id=instruction_id,
@@ -45,17 +45,19 @@ class Columns:
             )
         if not options.response_column:
             raise ValueError("the 'columns' format needs response_column, or chosen_column and rejected_column")
-        model = record.get(options.model_column) if options.model_column else None
-        rating = math.nan
+        rating, rating_missing = math.nan, False
         if options.rating_column:
-            rating = check_rating(record.get(options.rating_column), options.rating_column)
+            raw_rating = record.get(options.rating_column)
+            rating, rating_missing = check_rating(raw_rating, options.rating_column), is_missing_rating(raw_rating)
         response = ParsedResponse(
-            text=require_text(record, options.response_column),
+            text=require_string(record, options.response_column),
             field=options.response_column,
-            model=str(model) if model is not None else None,
+            model=optional_label(record.get(options.model_column)) if options.model_column else None,
             rating=rating,
+            rating_missing=rating_missing,
         )
         return ParsedRow(
+            kind="response",
             instruction=instruction,
             prompt_messages=prompt_messages,
             responses=[response],

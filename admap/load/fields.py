@@ -1,4 +1,9 @@
-"""Validation of single fields inside a record; each failure is a `RowError` naming the field."""
+"""Validation of single fields inside a record; each failure is a `RowError` naming the field.
+
+Real datasets hold empty responses and unrated completions: those are values, not errors. An
+error is a value that cannot mean anything in its place (a number where text belongs, a rating
+that is not a number).
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,58 @@ from typing import Any
 
 from admap.errors import RowError
 
+# How datasets spell "no rating": UltraFeedback writes "N/A" for an aspect it did not rate,
+# hub datasets give None for a missing value, CSV cells are empty.
+MISSING_RATINGS = frozenset({"", "n/a", "na", "nan", "none", "null"})
 
-def require_text(record: Mapping[str, Any], key: str, field: str | None = None) -> str:
-    field = field or key
+
+def _present(record: Mapping[str, Any], key: str, field: str) -> Any:
     if key not in record:
         raise RowError(field, "missing")
-    return check_text(record[key], field)
+    return record[key]
+
+
+def require_text(record: Mapping[str, Any], key: str, field: str | None = None) -> str:
+    """A non-empty string: for prompts and ids, which mean nothing when empty."""
+    return check_text(_present(record, key, field or key), field or key)
+
+
+def require_string(record: Mapping[str, Any], key: str, field: str | None = None) -> str:
+    """A string, possibly empty: for responses, where an empty answer is a real (bad) answer."""
+    return check_string(_present(record, key, field or key), field or key)
 
 
 def check_text(value: Any, field: str) -> str:
-    if value is None:
-        raise RowError(field, "is null")
-    if not isinstance(value, str):
-        raise RowError(field, f"must be a string, got {type(value).__name__}")
+    value = check_string(value, field)
     if not value.strip():
         raise RowError(field, "is empty")
     return value
 
 
-def check_rating(value: Any, field: str) -> float:
-    """A finite number (numeric strings accepted, as CSV cells are strings); None and NaN refused."""
+def check_string(value: Any, field: str) -> str:
     if value is None:
-        raise RowError(field, "rating is null")
+        raise RowError(field, "is null")
+    if not isinstance(value, str):
+        raise RowError(field, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def is_missing_rating(value: Any) -> bool:
+    """None, NaN or a string such as "N/A": the dataset gives no rating here."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in MISSING_RATINGS
+
+
+def check_rating(value: Any, field: str) -> float:
+    """A finite number (numeric strings accepted, as CSV cells and UltraFeedback's aspect ratings are
+    strings), or NaN where the dataset gives no rating (`is_missing_rating`); anything else is refused."""
+    if type(value) in (int, float) and math.isfinite(value):  # the common case, first: UltraFeedback has 10^6
+        return float(value)
+    if is_missing_rating(value):
+        return math.nan
     if isinstance(value, bool):
         raise RowError(field, f"rating must be a number, got {value!r}")
     if isinstance(value, str):
@@ -45,7 +80,7 @@ def check_rating(value: Any, field: str) -> float:
 
 
 def lenient_rating(value: Any) -> float:
-    """Secondary ratings (other UltraFeedback aspects): 'N/A' and junk become NaN, never an error."""
+    """Secondary ratings (other UltraFeedback aspects): junk becomes NaN, never an error."""
     try:
         return check_rating(value, "")
     except RowError:
@@ -53,6 +88,8 @@ def lenient_rating(value: Any) -> float:
 
 
 def check_messages(value: Any, field: str) -> list[dict[str, str]]:
+    """A non-empty list of ``{role, content}``; a turn's content may be empty (real dialogues have
+    empty turns), its role may not."""
     if not isinstance(value, list) or not value:
         raise RowError(field, "must be a non-empty list of {role, content} messages")
     messages = []
@@ -62,7 +99,15 @@ def check_messages(value: Any, field: str) -> list[dict[str, str]]:
         messages.append(
             {
                 "role": check_text(message["role"], f"{field}[{index}].role"),
-                "content": check_text(message["content"], f"{field}[{index}].content"),
+                "content": check_string(message["content"], f"{field}[{index}].content"),
             }
         )
     return messages
+
+
+def optional_label(value: Any) -> str | None:
+    """An informational label (a model name, a dataset source, a principle): text, or None when absent or blank."""
+    if value is None:
+        return None
+    label = str(value)
+    return label if label.strip() else None

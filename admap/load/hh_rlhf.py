@@ -1,35 +1,39 @@
 """Anthropic HH-RLHF: ``chosen`` and ``rejected`` are whole transcripts sharing a dialogue prefix.
 
-The prompt is everything up to the last "\\n\\nAssistant:" of ``chosen``; ``rejected`` must start
-with the same prefix; the text after it is each transcript's response.
+The prompt is the two transcripts' common start, up to its last "\\n\\nAssistant:"; each
+transcript's text after it is its response. That is the split TRL's HH-RLHF scripts make. In a
+few real rows the transcripts part before the last assistant turn (one side has a turn the other
+lacks, or a turn marker without its blank line); their responses then run over several turns,
+and the rows are counted as ``hh_rlhf_responses_over_several_turns``. An empty last turn is an
+empty response, and an empty turn inside the dialogue is kept as it is.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from admap.errors import RowError
 from admap.load.base import FORMATS, LoadOptions, read_proxy
-from admap.load.fields import require_text
+from admap.load.fields import require_string
 from admap.load.pairs import pair_row
 from admap.load.schema import ParsedRow
 
 ASSISTANT_TAG = "\n\nAssistant:"
 TURN_PATTERN = re.compile(r"\n\n(Human|Assistant):")
 ROLES = {"Human": "user", "Assistant": "assistant"}
+SEVERAL_TURNS = "hh_rlhf_responses_over_several_turns"
 
 
 def transcript_messages(transcript: str, field: str) -> list[dict[str, str]]:
     parts = TURN_PATTERN.split(transcript)
     if parts[0].strip():
         raise RowError(field, "text before the first 'Human:' turn")
-    messages = []
-    for speaker, content in zip(parts[1::2], parts[2::2]):
-        if not content.strip():
-            raise RowError(field, f"empty {speaker} turn")
-        messages.append({"role": ROLES[speaker], "content": content.strip()})
+    messages = [
+        {"role": ROLES[speaker], "content": content.strip()} for speaker, content in zip(parts[1::2], parts[2::2])
+    ]
     if not messages:
         raise RowError(field, "no 'Human:' / 'Assistant:' turns")
     return messages
@@ -44,27 +48,21 @@ class HHRLHF:
         return "prompt" not in record and isinstance(chosen, str) and chosen.lstrip(" ").startswith("\n\nHuman:")
 
     def parse(self, record: Mapping[str, Any], options: LoadOptions) -> ParsedRow:
-        chosen = require_text(record, "chosen")
-        rejected = require_text(record, "rejected")
-        cut = chosen.rfind(ASSISTANT_TAG)
+        chosen = require_string(record, "chosen")
+        rejected = require_string(record, "rejected")
+        common = os.path.commonprefix([chosen, rejected])
+        cut = common.rfind(ASSISTANT_TAG)
         if cut < 0:
-            raise RowError("chosen", "has no '\\n\\nAssistant:' turn")
-        prefix = chosen[: cut + len(ASSISTANT_TAG)]
-        if not rejected.startswith(prefix):
-            raise RowError("rejected", "does not share the dialogue prefix of 'chosen'")
-        chosen_response = chosen[len(prefix) :].strip()
-        rejected_response = rejected[len(prefix) :].strip()
-        if not chosen_response:
-            raise RowError("chosen", "last Assistant turn is empty")
-        if not rejected_response:
-            raise RowError("rejected", "last Assistant turn is empty")
-        if TURN_PATTERN.search(rejected[len(prefix) :]):
-            raise RowError("rejected", "continues past the turn where 'chosen' ends")
+            raise RowError("rejected", "shares no '\\n\\nAssistant:' turn with 'chosen' (a different dialogue)")
+        start = cut + len(ASSISTANT_TAG)
+        chosen_response, rejected_response = chosen[start:], rejected[start:]
+        several_turns = any(TURN_PATTERN.search(text) for text in (chosen_response, rejected_response))
         return pair_row(
-            transcript_messages(prefix[: -len(ASSISTANT_TAG)], "chosen"),
-            chosen_response,
-            rejected_response,
+            transcript_messages(chosen[:cut], "chosen"),
+            chosen_response.strip(),
+            rejected_response.strip(),
             proxy_response=read_proxy(record, options),
+            notes=(SEVERAL_TURNS,) if several_turns else (),
         )
 
 

@@ -14,7 +14,15 @@ from typing import Any
 
 from admap.errors import RowError
 from admap.load.base import FORMATS, LoadOptions, read_proxy
-from admap.load.fields import check_messages, check_rating, check_text, require_text
+from admap.load.fields import (
+    check_messages,
+    check_rating,
+    check_string,
+    check_text,
+    is_missing_rating,
+    require_string,
+    require_text,
+)
 from admap.load.schema import ParsedResponse, ParsedRow, render_prompt
 
 
@@ -25,23 +33,28 @@ def pair_row(
     *,
     chosen_field: str = "chosen",
     rejected_field: str = "rejected",
-    chosen_rating: float = math.nan,
-    rejected_rating: float = math.nan,
+    chosen_rating: tuple[float, bool] = (math.nan, False),
+    rejected_rating: tuple[float, bool] = (math.nan, False),
     instruction_id: str | None = None,
     proxy_response: str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> ParsedRow:
-    if chosen == rejected:
-        raise RowError(rejected_field, f"is identical to '{chosen_field}'")
+    """One judgment; ratings are ``(value, missing)`` as `optional_rating` reads them. A pair whose two
+    texts are the same is loaded as one response without a pair (counted as ``identical_pairs``)."""
     return ParsedRow(
+        kind="pair",
         instruction=render_prompt(prompt_messages),
         prompt_messages=prompt_messages,
         responses=[
-            ParsedResponse(text=chosen, field=chosen_field, rating=chosen_rating),
-            ParsedResponse(text=rejected, field=rejected_field, rating=rejected_rating),
+            ParsedResponse(text=chosen, field=chosen_field, rating=chosen_rating[0], rating_missing=chosen_rating[1]),
+            ParsedResponse(
+                text=rejected, field=rejected_field, rating=rejected_rating[0], rating_missing=rejected_rating[1]
+            ),
         ],
         preferences=[(0, 1)],
         instruction_id=instruction_id,
         proxy_response=proxy_response,
+        notes=notes,
     )
 
 
@@ -55,11 +68,15 @@ def _completion(value: Any, field: str) -> tuple[str, list[dict[str, str]]]:
                 f"{field}[{len(messages) - 1}].role", f"last message must be 'assistant', got {last['role']!r}"
             )
         return last["content"], messages[:-1]
-    return check_text(value, field), []
+    return check_string(value, field), []
 
 
-def _optional_rating(record: Mapping[str, Any], key: str) -> float:
-    return check_rating(record[key], key) if key in record else math.nan
+def optional_rating(record: Mapping[str, Any], key: str) -> tuple[float, bool]:
+    """``(rating, missing)``: NaN and False when the record has no such field, NaN and True when the
+    field is there without a value ("N/A", None)."""
+    if key not in record:
+        return math.nan, False
+    return check_rating(record[key], key), is_missing_rating(record[key])
 
 
 class Preference:
@@ -94,8 +111,8 @@ class Preference:
             prompt_messages,
             chosen,
             rejected,
-            chosen_rating=_optional_rating(record, "score_chosen"),
-            rejected_rating=_optional_rating(record, "score_rejected"),
+            chosen_rating=optional_rating(record, "score_chosen"),
+            rejected_rating=optional_rating(record, "score_rejected"),
             instruction_id=check_text(str(prompt_id), "prompt_id") if prompt_id is not None else None,
             proxy_response=read_proxy(record, options),
         )
@@ -116,8 +133,8 @@ class Alpaca:
         content = f"{instruction}\n\n{extra_input}" if extra_input and extra_input.strip() else instruction
         return pair_row(
             [{"role": "user", "content": content}],
-            require_text(record, "chosen"),
-            require_text(record, "rejected"),
+            require_string(record, "chosen"),
+            require_string(record, "rejected"),
             proxy_response=read_proxy(record, options),
         )
 
