@@ -8,13 +8,13 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pytest
+from runs import map_without_models
 
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGIONS, assign_regions
 from admap.pipeline import read_run, subset_instruction_ids
 from admap.select import preference_pairs
 from baselines import STRATEGIES, SelectionInputs, select_instructions, subset_size
 from baselines.ambiguous import pair_variability
-from runs import map_without_models
 
 SIZED = [
     "random",

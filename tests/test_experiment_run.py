@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from runs import map_without_models
 
 pytest.importorskip("trl")

@@ -10,11 +10,11 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
+from runs import map_without_models
 
 from admap import view
 from admap.cli import main
 from admap.pipeline import ViewConfig, run_view
-from runs import map_without_models
 
 HOSTILE = (
     "</script><script>alert(1)</script>",
