@@ -51,7 +51,6 @@ def pair_row(
                 text=rejected, field=rejected_field, rating=rejected_rating[0], rating_missing=rejected_rating[1]
             ),
         ],
-        preferences=[(0, 1)],
         instruction_id=instruction_id,
         proxy_response=proxy_response,
         notes=notes,

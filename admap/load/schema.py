@@ -64,9 +64,8 @@ class ParsedRow:
     kind: RowKind
     instruction: str
     prompt_messages: list[dict[str, str]]
+    # A pair row's two responses are (chosen, rejected), in that order.
     responses: list[ParsedResponse]
-    # (chosen, rejected) positions in ``responses``; non-empty for pair rows.
-    preferences: list[tuple[int, int]] = field(default_factory=list)
     instruction_id: str | None = None
     proxy_response: str | None = None
     source: str | None = None
