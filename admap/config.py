@@ -74,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positionals: bo
             raise TypeError(f"{cls.__name__}: field name {name!r} appears twice once flattened")
         seen.add(name)
         kind, optional = _unwrap_optional(annotation)
-        help_text = field.metadata.get("help", "")
+        # argparse %-formats help strings: a literal "%" ("5% of them") must reach it doubled.
+        help_text = field.metadata.get("help", "").replace("%", "%%")
         default = field.default if field.default is not dataclasses.MISSING else None
+        shown_default = str(default).replace("%", "%%")
         if field.metadata.get("positional") and positionals:
             has_default = optional or field.default is not dataclasses.MISSING
             nargs = "+" if typing.get_origin(kind) is list else ("?" if has_default else None)
@@ -94,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positionals: bo
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=f"{help_text} (default: {default})",
+                help=f"{help_text} (default: {shown_default})",
             )
         else:
             choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
@@ -106,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positionals: bo
                 default=argparse.SUPPRESS,
                 dest=name,
                 metavar=None if choices else name.upper(),
-                help=f"{help_text} (default: {default})",
+                help=f"{help_text} (default: {shown_default})",
             )
 
 

@@ -231,3 +231,24 @@ def test_each_generator_brings_its_own_default_model():
         GeneratorOptions(generator="vllm")
     with pytest.raises(ValueError, match="needs a generator"):
         _config(["proxy", "--generator", "none"])
+
+
+@pytest.mark.parametrize("command", ["map", "select", "proxy", "compare-scorers", "diagnose", "view", "bench"])
+def test_every_command_prints_its_help(command, capsys):
+    # argparse %-formats help strings: a help text with a literal "%" once crashed `admap map --help`.
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--quiet" in out
+    if command == "map":
+        assert "5% of them" in out
+
+
+def test_experiments_run_prints_its_help(capsys):
+    from experiments.run import build_parser as experiment_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        experiment_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "5% of them" in " ".join(capsys.readouterr().out.split())
