@@ -20,7 +20,7 @@ flipped label's out-of-fold utility margin: AUROC, AP and precision@k against th
 and its mirror ("shorter is better") are scored on the same planted sets.
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_learned.py \\
-        --dataset ../shared/data/hh_rlhf/harmless-base-test.jsonl.gz --dataset demo \\
+        --dataset tests/data/hh_rlhf/harmless-base-test.jsonl.gz --dataset demo \\
         --features length embedding embedding+length --regularization 0.1 1 10 100 --out results/learned
 """
 

@@ -21,9 +21,9 @@ the run finished), and a short Markdown table is printed.
 On the GPU machine (one H200) the full size should take 5 to 6 minutes and about 8 GB of disk under
 ``--work-dir`` (an estimate from the CPU-side work measured on a 2-core Xeon: generating the data
 23 s; per map run about 20 s loading, 20 s of score stage besides encoding, 70 s writing the pairs).
-The image there has torch and sentence-transformers but neither faiss-cpu nor the packaged MiniLM,
-whose fp32 weights (87 MB) are over the 64 MiB that travels: bring a faiss wheel and an fp16 copy of
-the model (the script casts it back to fp32 wherever fp32 is measured). Here, once (``.whl/`` is
+An offline GPU image with torch and sentence-transformers but neither faiss-cpu nor the packaged
+MiniLM needs a faiss wheel and a copy of the model; an fp16 copy keeps the upload small (the script
+casts it back to fp32 wherever fp32 is measured). On a machine with network, once (``.whl/`` is
 git-ignored; the two come to 61 MB):
 
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
@@ -32,12 +32,12 @@ git-ignored; the two come to 61 MB):
         resolve_embedding_model as r; S(r('all-MiniLM-L6-v2'), device='cpu').half().save('/tmp/minilm-fp16')"
     tar czf .whl/minilm-fp16.tgz -C /tmp minilm-fp16
 
-then one device run with ``carry: [".whl"]`` and ``timeout_s: 600``:
+then, on the GPU machine, with ``.whl/`` copied beside the checkout:
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \\
     tar xzf .whl/minilm-fp16.tgz -C /tmp && \\
     PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 python3 benchmarks/gpu_scale.py \\
-        --model /tmp/minilm-fp16 --work-dir /tmp/gpu_scale --out $OUT/gpu_scale.json
+        --model /tmp/minilm-fp16 --work-dir /tmp/gpu_scale --out gpu_scale.json
 
 On a CPU, small: ``python benchmarks/gpu_scale.py --instructions 500 --device cpu``.
 """
