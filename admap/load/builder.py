@@ -91,7 +91,6 @@ class Builder:
         self.group_by, self.drop_empty = group_by, drop_empty
         self.instructions: list[_Instruction] = []
         self.live: dict[str, list[_Instruction]] = defaultdict(list)  # prompt key -> instructions not merged away
-        self.first_prompt: dict[str, tuple[list[dict[str, str]], int]] = {}
         self.seen_rows: dict[tuple, int] = {}
         self.pairs: list[tuple[_Instruction, str, str, int]] = []
         self.skipped: list[SkippedRow] = []
@@ -113,9 +112,10 @@ class Builder:
 
     def add(self, row: int, parsed: ParsedRow) -> None:
         key = parsed.instruction_id or instruction_key(parsed.prompt_messages)
-        known = self.first_prompt.setdefault(key, (parsed.prompt_messages, row))
-        if known[0] != parsed.prompt_messages:
-            self.reject(row, RowError("prompt_id", f"id {key!r} names a different prompt in row {known[1]}"))
+        known = self.live.get(key)
+        if known and known[0].prompt_messages != parsed.prompt_messages:
+            earlier = known[0].source_row
+            self.reject(row, RowError("prompt_id", f"id {key!r} names a different prompt in row {earlier}"))
             return
         if parsed.kind == "pair":
             self._add_pair(row, key, parsed)
