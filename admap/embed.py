@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal, Protocol
 
@@ -48,7 +48,7 @@ class EmbeddingOptions:
         0.999, "Spearman correlation with fp32 scores that a lower precision needs on the sample, else fp32 is used"
     )
     agreement_sample: int = option(
-        512, "responses in the precision check at most: 5% of them, but at least 100 (all of a smaller set)"
+        512, "pairs of texts in the precision check at most: 5% of them, but at least 100 (all of a smaller set)"
     )
     embed_chunk_size: int = option(
         8192, "distinct texts embedded and written to disk at a time: the embedding stage's memory bound"
@@ -77,13 +77,14 @@ class EmbeddingOptions:
         ENGINES.get(self.engine)  # an unknown engine fails here, with suggestions
 
     def spec(self, model: str, device: str) -> EmbeddingSpec:
-        """What ``model``'s embeddings depend on under these options on ``device``: the cache's key."""
+        """What ``model``'s embeddings depend on under these options when encoded on ``device`` (an engine's
+        `encoding_device`, where the encoders run): the cache's key."""
         return EmbeddingSpec(model, resolve_precision(self.embed_precision, device))
 
-    def agreement_sample_size(self, responses: int) -> int:
-        """Responses in the precision check: its fp32 pass is the check's only cost, so it stays a small
-        share of a large run, while 100 pairs still expose a precision that reorders scores."""
-        return min(responses, max(MIN_AGREEMENT_SAMPLE, min(self.agreement_sample, responses // 20)))
+    def agreement_sample_size(self, pairs: int) -> int:
+        """Pairs in the precision check, of ``pairs`` candidates: its fp32 pass is the check's only cost, so
+        it stays a small share of a large run, while 100 pairs still expose a precision that reorders scores."""
+        return min(pairs, max(MIN_AGREEMENT_SAMPLE, min(self.agreement_sample, pairs // 20)))
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,19 @@ class EmbeddingSpec:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is fp16 on CUDA (the tensor cores' format) and fp32 elsewhere; fp16 needs CUDA."""
+    """``auto`` is fp16 on CUDA (the tensor cores' format) and fp32 elsewhere; fp16 needs CUDA. ``device``
+    is where the texts are encoded (an engine's `encoding_device`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    on_cuda = pick_device(device).startswith("cuda")
+    device = pick_device(device)
+    on_cuda = device.startswith("cuda")
     if precision == "auto":
         return "fp16" if on_cuda else "fp32"
     if precision == "fp16" and not on_cuda:
-        raise ValueError("fp16 embeddings need a CUDA device; on the CPU use bf16 (AMX) or fp32")
+        raise ValueError(
+            f"fp16 embeddings need a CUDA device, and the texts are encoded on {device!r}: "
+            "use bf16 (AMX on recent Xeons) or fp32 there"
+        )
     return precision
 
 
@@ -215,22 +221,50 @@ class SampleEmbeddings:
     fast: np.ndarray
 
 
+def encoding_on(engine, model: str, *, chunk_size: int, batch_size: int) -> Callable[[Sequence[str], str], np.ndarray]:
+    """``encode(texts, precision)``: ``(len(texts), d)`` float32 unit rows, ``model``'s embeddings of
+    ``texts`` in ``precision`` and in their order, encoded on ``engine`` (inside its ``with`` block).
+    For a sample held whole, such as the precision check's."""
+
+    def encode(texts: Sequence[str], precision: str) -> np.ndarray:
+        chunks = list(
+            engine.embed(
+                texts, EmbeddingSpec(model, precision), chunk_size=chunk_size, batch_size=batch_size, progress=False
+            )
+        )
+        positions = np.concatenate([p for p, _ in chunks])
+        vectors = np.concatenate([v for _, v in chunks])
+        ordered = np.empty_like(vectors)
+        ordered[positions] = vectors
+        return ordered
+
+    return encode
+
+
 def check_precision(
     spec: EmbeddingSpec,
     left: Sequence[str],
     right: Sequence[str],
     *,
-    device: str,
-    batch_size: int,
+    encode: Callable[[Sequence[str], str], np.ndarray],
     min_agreement: float,
 ) -> tuple[PrecisionCheck, SampleEmbeddings]:
-    """Score the sample pairs (cosine of ``left[i]`` and ``right[i]``) in fp32 and in
-    ``spec.precision`` with one model load; ``used`` is the requested precision when the two
-    rankings agree to ``min_agreement`` (Spearman), else fp32."""
+    """Score the sample pairs (cosine of ``left[i]`` and ``right[i]``) in fp32 and in ``spec.precision``;
+    ``used`` is the requested precision when the two rankings agree to ``min_agreement`` (Spearman),
+    else fp32.
+
+    ``encode(texts, precision)`` returns float32 unit rows in the order of ``texts``; it encodes where
+    the run does (`encoding_on` its engine), so that the check measures the precision the run would
+    use. fp32 goes first: the local engine then casts the model it loaded down instead of loading it
+    again.
+    """
+    if not len(left):
+        raise ValueError(
+            f"no pairs of texts to check {spec.precision} embeddings against fp32 on: embed in fp32 instead"
+        )
     index, texts = distinct_texts([*left, *right])
-    encoder = load_encoder(spec.model, device=device, precision="fp32")
-    fp32 = encode_texts(encoder, texts, batch_size=batch_size, progress=False)
-    fast = encode_texts(set_precision(encoder, spec.precision), texts, batch_size=batch_size, progress=False)
+    fp32 = encode(texts, "fp32")
+    fast = encode(texts, spec.precision)
 
     def cosines(embeddings: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", embeddings[index[: len(left)]], embeddings[index[len(left) :]])

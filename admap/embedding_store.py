@@ -5,6 +5,9 @@ A folder holds append-only shards: ``<name>.vectors.npy`` (float32 ``(n, d)``, r
 under temporary names and published by renaming its keys file last, so a killed run or two
 processes writing at once never leave a torn shard; a text written twice is read from the
 oldest shard. Reads touch only the rows asked for, so memory does not grow with the store.
+
+`stored_embeddings` is the embedding stage through such stores, with its precision check: every scorer
+that embeds texts goes through it.
 """
 
 from __future__ import annotations
@@ -15,13 +18,27 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from admap.embed import KEY_BYTES, EmbeddingSpec
+from admap.embed import (
+    KEY_BYTES,
+    EmbeddingOptions,
+    EmbeddingReport,
+    EmbeddingSpec,
+    check_precision,
+    default_batch_size,
+    distinct_texts,
+    encoding_on,
+    fill_store,
+    put_missing,
+    text_keys,
+)
+from admap.engines import ENGINES
 from admap.models import cache_root
 
 KEYS_SUFFIX = ".keys.npy"
@@ -150,32 +167,93 @@ def open_store(spec: EmbeddingSpec, *, cache: bool = True, cache_dir: str | None
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def cached_embeddings(
-    texts: list[str],
-    spec: EmbeddingSpec,
-    options,
-    *,
-    device: str,
-    batch_size: int,
-    progress: bool = True,
-) -> np.ndarray:
-    """``(len(texts), d)`` embeddings of ``texts`` through the store of ``spec`` (per `EmbeddingOptions`):
-    distinct texts the store lacks are encoded on the configured engine, the rest are read back."""
-    from admap.embed import distinct_texts, fill_store, text_keys
-    from admap.engines import ENGINES
+@dataclass
+class StoredEmbeddings:
+    """Every text's embedding in ``store``: ``positions[i]`` is the store row of the i-th text."""
 
+    store: EmbeddingStore
+    positions: np.ndarray
+    report: EmbeddingReport
+
+
+@contextmanager
+def stored_embeddings(
+    texts: Sequence[str],
+    check_pairs: np.ndarray,
+    *,
+    model: str,
+    options: EmbeddingOptions,
+    device: str,
+    batch_size: int | None,
+    seed: int,
+    progress: bool = True,
+) -> Iterator[StoredEmbeddings]:
+    """The embedding stage: ``model``'s embeddings of ``texts`` through the store of their spec, to read
+    inside the block (a store without the cache is deleted at its exit).
+
+    The engine of ``options`` is created for ``device`` and entered once; the precision (and the default
+    batch size) follow the device its encoders run on, which on a Ray cluster is the actors', not this
+    process's. Unless the store holds every text already, a precision other than fp32 is first checked
+    (`check_precision`) on the same engine, on a sample (by ``seed``) of ``check_pairs`` ``(P, 2)``,
+    positions into ``texts`` of the pairs whose cosines are compared; when it fails, fp32 is used. The
+    sample's vectors are kept in both precisions' stores, so the check costs one extra fp32 pass over it.
+    The distinct texts the store lacks are then encoded longest first, a chunk at a time. The report
+    (`EmbeddingReport`) says what was cached, encoded and checked.
+    """
     index, uniques = distinct_texts(texts)
     keys = text_keys(uniques)
-    engine = ENGINES.get(options.engine).from_options(options, device=device)
-    with open_store(spec, cache=options.embedding_cache, cache_dir=options.embedding_cache_dir) as store:
-        fill_store(
-            store,
-            uniques,
-            keys,
-            spec,
-            engine,
-            chunk_size=options.embed_chunk_size,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        return store.gather(store.locate(keys))[index]
+    start = time.perf_counter()
+    with ExitStack() as stores:
+        # The engine is released before the block: reading the store back needs no cluster.
+        with ENGINES.get(options.engine).from_options(options, device=device) as engine:
+            spec = options.spec(model, engine.encoding_device)
+            batch_size = batch_size or default_batch_size(engine.encoding_device)
+            report = EmbeddingReport(
+                model=spec.model,
+                precision=spec.precision,
+                engine=options.engine,
+                texts=len(index),
+                distinct_texts=len(uniques),
+            )
+            store = stores.enter_context(_options_store(spec, options))
+            encoded = 0
+            if spec.precision != "fp32" and (store.locate(keys) < 0).any():
+                check_pairs = np.asarray(check_pairs, dtype=np.int64).reshape(-1, 2)
+                rng = np.random.default_rng(seed)
+                sample = check_pairs[
+                    rng.choice(len(check_pairs), size=options.agreement_sample_size(len(check_pairs)), replace=False)
+                ]
+                check, sample_embeddings = check_precision(
+                    spec,
+                    [texts[i] for i in sample[:, 0]],
+                    [texts[i] for i in sample[:, 1]],
+                    encode=encoding_on(engine, spec.model, chunk_size=options.embed_chunk_size, batch_size=batch_size),
+                    min_agreement=options.min_precision_agreement,
+                )
+                report.precision_check = check.to_dict()
+                fp32_store = stores.enter_context(_options_store(spec.with_precision("fp32"), options))
+                sample_keys = text_keys(sample_embeddings.texts)
+                fp32_added = put_missing(fp32_store, sample_keys, sample_embeddings.fp32)
+                if check.used == spec.precision:
+                    encoded = put_missing(store, sample_keys, sample_embeddings.fast)
+                else:
+                    spec, store, encoded = fp32_store.spec, fp32_store, fp32_added
+                    report.precision = spec.precision
+            encoded += fill_store(
+                store,
+                uniques,
+                keys,
+                spec,
+                engine,
+                chunk_size=options.embed_chunk_size,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        report.encode_seconds = round(time.perf_counter() - start, 3)
+        report.encoded_texts, report.cached_texts = encoded, len(uniques) - encoded
+        report.cache_dir = str(store.directory) if options.embedding_cache else None
+        yield StoredEmbeddings(store, store.locate(keys)[index], report)
+
+
+def _options_store(spec: EmbeddingSpec, options: EmbeddingOptions):
+    return open_store(spec, cache=options.embedding_cache, cache_dir=options.embedding_cache_dir)

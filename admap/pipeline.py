@@ -18,7 +18,7 @@ import platform
 import shlex
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +40,7 @@ from admap.datamap import (
 )
 from admap.debias import length_residuals
 from admap.embed import EmbeddingOptions
+from admap.faiss_build import FAISS_DISTRIBUTIONS
 from admap.generate import GENERATORS
 from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
@@ -48,6 +49,7 @@ from admap.inputs import InputOptions
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL
 from admap.plot import markdown_table, plot_map
 from admap.proxy import attach_proxies
+from admap.run_folder import IncompleteRun, RunTransaction, read_summary, run_lock, run_transaction, writing_into
 from admap.score import SCORERS
 from admap.score.annotation import annotation_labels, pair_counts
 from admap.score.learned import DEFAULT_REGULARIZATION
@@ -237,7 +239,8 @@ class Timings(dict):
 
 def package_versions() -> dict[str, str]:
     versions = {"admap": __version__, "python": platform.python_version()}
-    for package in ("torch", "transformers", "sentence-transformers", "faiss-cpu", "faiss-gpu", "numpy", "pandas"):
+    # Whichever FAISS build is installed (admap's extras `cpu` and `gpu` name different distributions).
+    for package in ("torch", "transformers", "sentence-transformers", *FAISS_DISTRIBUTIONS, "numpy", "pandas"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -372,9 +375,14 @@ def write_subset_pairs(
 
 def run_map(config: MapConfig, *, progress: bool = True, command: str | None = None) -> Path:
     """Run `admap map` and return the run directory; ``command`` is recorded in the summary."""
+    with run_transaction(config.run_dir) as transaction:
+        return _run_map(config, transaction, progress=progress, command=command)
+
+
+def _run_map(config: MapConfig, transaction: RunTransaction, *, progress: bool, command: str | None) -> Path:
+    """The stages, writing into the transaction's staging folder; its publication is the last step."""
     timings = Timings()
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, final = transaction.staging, transaction.final
 
     with timings.step("load"):
         data = config.input.read(progress=progress)
@@ -387,7 +395,8 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
                 proxy_file=config.proxy_file,
                 options=config.generation,
                 device=config.device,
-                scope=run_dir / "proxies.jsonl",
+                # The final path, not the staging one: a rerun after an interruption resumes generation.
+                scope=final / "proxies.jsonl",
                 progress=progress,
             )
         write_proxies(instructions, run_dir / "proxies.jsonl")
@@ -450,7 +459,7 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
 
     summary = {
         "admap_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command or shlex.join(sys.argv),
         "config": to_dict(config),
         "dataset": data.report(),
@@ -482,12 +491,12 @@ def run_map(config: MapConfig, *, progress: bool = True, command: str | None = N
     }
     if config.view:
         with timings.step("view"):
-            payload = view.build_payload(map_table, responses, summary, seed=config.seed, name=run_dir.name)
+            payload = view.build_payload(map_table, responses, summary, seed=config.seed, name=final.name)
             view.write_view(payload, run_dir / "view.html")
         summary["timings_s"] = dict(timings)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
-    logger.info("wrote %s (regions %s)", run_dir, summary["regions"])
-    return run_dir
+    transaction.publish(summary)
+    logger.info("wrote %s (regions %s)", final, summary["regions"])
+    return final
 
 
 def _describe(scores: pd.Series) -> dict[str, float | int]:
@@ -504,11 +513,14 @@ def _describe(scores: pd.Series) -> dict[str, float | int]:
     }
 
 
-def require_run(path: str) -> Path:
+def require_run(path: str | Path) -> Path:
+    """``path`` if it holds one complete `admap map` run (`read_summary` checks every file the summary
+    lists), else `IncompleteRun` saying why."""
     run_dir = Path(path)
-    missing = [name for name in ("scores.parquet", "map.parquet", "summary.json") if not (run_dir / name).exists()]
+    read_summary(run_dir)
+    missing = [name for name in ("scores.parquet", "map.parquet") if not (run_dir / name).exists()]
     if missing:
-        raise FileNotFoundError(f"{run_dir} is not an `admap map` run directory (missing {', '.join(missing)})")
+        raise IncompleteRun(f"{run_dir} is not an `admap map` run directory (missing {', '.join(missing)})")
     return run_dir
 
 
@@ -525,7 +537,9 @@ def run_select(config: SelectConfig) -> Path:
     responses, map_table, annotated = read_run(run_dir)
     pairs = preference_pairs(responses, rule=config.pair_rule, annotated=annotated, seed=config.seed)
     out = Path(config.out or run_dir / "pairs" / f"{config.subset}-{config.pair_rule}-seed{config.seed}.jsonl")
-    write_subset_pairs(pairs, map_table, responses, config.subset, seed=config.seed, path=out)
+    # Inside the run's folder, one writer at a time: a map run publishing there replaces the folder.
+    with run_lock(run_dir) if out.resolve().is_relative_to(run_dir.resolve()) else nullcontext():
+        write_subset_pairs(pairs, map_table, responses, config.subset, seed=config.seed, path=out)
     return out
 
 
@@ -545,7 +559,7 @@ def run_proxy(config: ProxyConfig, *, progress: bool = True, command: str | None
     written = write_proxies(instructions, out)
     summary = {
         "admap_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command or shlex.join(sys.argv),
         "config": to_dict(config),
         "dataset": data.report(),
@@ -579,7 +593,7 @@ def run_compare(config: CompareConfig, *, progress: bool = True, command: str | 
     scores, regions, labels, sources = {}, {}, [], set()
     lengths = None
     for run in map(Path, config.runs):
-        summary = json.loads((run / "summary.json").read_text())
+        summary = read_summary(run)
         label = _run_label(summary)
         if label in labels:
             label = f"{label} ({run.name})"
@@ -637,12 +651,12 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
     """Write ``suspects.parquet`` (ranked pairs with texts), ``instructions.parquet`` (per-instruction
     agreement and flags), ``report.md`` and ``diagnosis.json``; returns the output folder."""
     run_dir = require_run(config.run_dir)
+    map_run_id = read_summary(run_dir).get("run_id")
     responses, map_table, annotated = read_run(run_dir)
     if annotated is None and not responses["rating"].notna().any():
         raise ValueError(f"{run_dir}: the dataset has neither ratings nor pairs to diagnose against")
     pairs = preference_pairs(responses, rule="annotated", annotated=annotated)
     out = Path(config.out) if config.out else run_dir / "diagnosis"
-    out.mkdir(parents=True, exist_ok=True)
 
     instructions = diagnose.instruction_agreement(responses.assign(label=annotation_labels(responses)))
     instructions = instructions.merge(
@@ -664,15 +678,13 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
         else f"the scores agree (margin {m:+.3f})"
         for m, s, bad in zip(suspects["margin"], suspects["suspicion_score"], suspects["is_suspect"])
     ]
-    suspects.to_parquet(out / "suspects.parquet", index=False)
-    instructions.to_parquet(out / "instructions.parquet", index=False)
-
     diagnosable = instructions["is_diagnosable"]
     low_impact = instructions["is_low_impact"]
     by_cosine = instructions[diagnosable].sort_values(["cosine", "instruction_id"], kind="mergesort")
     tail = max(1, int(0.01 * len(by_cosine))) if len(by_cosine) else 0
     summary = {
         "run_dir": str(run_dir),
+        "map_run_id": map_run_id,
         "command": command or shlex.join(sys.argv),
         "pairs": int(len(suspects)),
         "pairs_scored": int(suspects["margin"].notna().sum()),
@@ -685,8 +697,12 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
         "lowest_cosine_1pct": by_cosine.head(tail)["instruction_id"].tolist(),
         "highest_cosine_1pct": by_cosine.tail(tail)["instruction_id"].tolist(),
     }
-    (out / "diagnosis.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "report.md").write_text(_diagnosis_report(summary, suspects, config.top))
+    # The folder is written whole: an earlier diagnosis there is replaced, never mixed with this one.
+    with writing_into(run_dir, out) as staging:
+        suspects.to_parquet(staging / "suspects.parquet", index=False)
+        instructions.to_parquet(staging / "instructions.parquet", index=False)
+        (staging / "diagnosis.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (staging / "report.md").write_text(_diagnosis_report(summary, suspects, config.top))
     logger.info("%s: %d of %d pairs contradicted by the scores", out, summary["suspect_pairs"], summary["pairs"])
     return out
 
@@ -696,12 +712,11 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
     and other scorers' regions from ``config.compare``; serve it if asked. Returns the page's path."""
     run_dir = require_run(config.run_dir)
     responses, map_table, _ = read_run(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    suspects_path = run_dir / "diagnosis" / "suspects.parquet"
-    suspects = pd.read_parquet(suspects_path) if suspects_path.exists() else None
+    summary = read_summary(run_dir)
+    suspects = run_suspects(run_dir, summary)
     others = []
     for other in map(require_run, config.compare):
-        other_summary = json.loads((other / "summary.json").read_text())
+        other_summary = read_summary(other)
         label = view.scorer_label(other_summary)
         if label in {view.scorer_label(summary), *(o.label for o in others)}:
             label = f"{label} ({other.name})"
@@ -718,10 +733,24 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         text_budget=config.text_budget,
         name=run_dir.name,
     )
-    out = view.write_view(payload, Path(config.out) if config.out else run_dir / "view.html")
+    out = Path(config.out) if config.out else run_dir / "view.html"
+    with run_lock(run_dir) if out.resolve().is_relative_to(run_dir.resolve()) else nullcontext():
+        view.write_view(payload, out)
     if config.serve:
         view.serve(out, config.port)
     return out
+
+
+def run_suspects(run_dir: Path, summary: dict) -> pd.DataFrame | None:
+    """The run's ranked suspect pairs from ``admap diagnose``, if a diagnosis of this very run is there."""
+    folder = run_dir / "diagnosis"
+    if not (folder / "suspects.parquet").exists():
+        return None
+    diagnosed = json.loads((folder / "diagnosis.json").read_text()).get("map_run_id")
+    if diagnosed != summary.get("run_id"):
+        logger.warning("%s is a diagnosis of run %s, not of %s: left out", folder, diagnosed, summary.get("run_id"))
+        return None
+    return pd.read_parquet(folder / "suspects.parquet")
 
 
 def _quote(text: str, limit: int = 700) -> str:

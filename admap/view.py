@@ -25,9 +25,10 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pandas as pd
@@ -385,21 +386,72 @@ def write_view(payload: dict, path: str | Path) -> Path:
     return path
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+class _PageHandler(http.server.BaseHTTPRequestHandler):
+    """Answers ``GET`` and ``HEAD`` with the page; other methods get http.server's 501."""
+
+    server: PageServer
+    # Refusals carry a status line and a short plain-text reason, nothing a browser would render or sniff.
+    error_message_format = "%(code)d %(message)s\n"
+    error_content_type = "text/plain; charset=utf-8"
+
+    def do_GET(self) -> None:
+        self._send_page(with_body=True)
+
+    def do_HEAD(self) -> None:
+        self._send_page(with_body=False)
+
+    def _send_page(self, *, with_body: bool) -> None:
+        # A DNS-rebinding page reaches this port under its own domain name; only loopback names are answered.
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or hosts[0].lower() not in self.server.allowed_hosts:
+            allowed = " or ".join(sorted(self.server.allowed_hosts))
+            logger.warning("refused a request with Host %s: only %s are answered", hosts, allowed)
+            self.send_error(HTTPStatus.FORBIDDEN, "Host not allowed")
+            return
+        # The path is compared, never resolved: nothing but the page can be named.
+        if unquote(self.path.partition("?")[0]) not in self.server.page_paths:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(self.server.page)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        # Every `admap view` writes a new page at the same address.
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if with_body:
+            self.wfile.write(self.server.page)
+
     def log_message(self, format: str, *args) -> None:
         logger.debug("%s - " + format, self.address_string(), *args)
 
 
-def make_server(path: str | Path, port: int) -> http.server.ThreadingHTTPServer:
-    """An HTTP server for ``path``'s folder on 127.0.0.1 (``port`` 0: any free port), not yet serving."""
-    handler = partial(_QuietHandler, directory=str(Path(path).resolve().parent))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+class PageServer(http.server.ThreadingHTTPServer):
+    """Serves one page, and nothing else, on 127.0.0.1: ``page`` at ``/`` and ``/<name>``, to requests whose
+    Host is ``127.0.0.1:PORT`` or ``localhost:PORT``; every other path is 404, a foreign Host 403."""
+
+    def __init__(self, page: bytes, name: str, port: int):
+        self.page = page
+        self.page_paths = frozenset({"/", f"/{name}"})
+        super().__init__(("127.0.0.1", port), _PageHandler)
+        bound_port = self.server_address[1]
+        # Browsers leave the default port out of Host.
+        suffixes = (f":{bound_port}", "") if bound_port == 80 else (f":{bound_port}",)
+        self.allowed_hosts = frozenset(host + suffix for host in ("127.0.0.1", "localhost") for suffix in suffixes)
+
+
+def make_server(path: str | Path, port: int) -> PageServer:
+    """A server for the page at ``path`` on 127.0.0.1 (``port`` 0: any free port), not yet serving. The page is
+    read now, once: the folder around it is never looked at."""
+    path = Path(path)
+    return PageServer(path.read_bytes(), path.name, port)
 
 
 def serve(path: str | Path, port: int) -> None:
-    """Serve ``path`` on 127.0.0.1 until interrupted (Ctrl-C)."""
+    """Serve the page at ``path`` on 127.0.0.1 until interrupted (Ctrl-C)."""
     with make_server(path, port) as server:
-        logger.info("serving http://127.0.0.1:%d/%s (Ctrl-C to stop)", server.server_address[1], Path(path).name)
+        url = f"http://127.0.0.1:{server.server_address[1]}/{quote(Path(path).name)}"
+        logger.info("serving %s (Ctrl-C to stop)", url)
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     record: dict = {
         "complete": False,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["python", "benchmarks/gpu_scale.py", *(sys.argv[1:] if argv is None else argv)]),
         "arguments": vars(args),
         "model": args.model,

@@ -76,6 +76,15 @@ class TrainOptions:
     )
     pair_margins: bool = option(True, "record every pair's DPO implicit reward margin at each epoch end")
     device: str = option("auto", "auto, cpu or cuda (multi-GPU: launch with accelerate)")
+    global_batch_size: int | None = option(
+        None,
+        "pairs per optimizer step, kept equal across launch modes: gradient accumulation is derived from the "
+        "number of processes and dpo.per_device_train_batch_size (None: dpo.gradient_accumulation_steps decides; "
+        "the two cannot both be set)",
+    )
+    memory_check: bool = option(
+        True, "log the per-GPU memory estimate before training and refuse a configuration that cannot fit the GPU"
+    )
 
     def __post_init__(self) -> None:
         reserved = [key for key in self.dpo if key in RUNNER_DPO_FIELDS]
@@ -84,6 +93,15 @@ class TrainOptions:
         _check_fields(self.dpo, dpo_config_fields(), owner="trl.DPOConfig", field="train.dpo")
         if self.lora is not None:
             _check_fields(self.lora, lora_config_fields(), owner="peft.LoraConfig", field="train.lora")
+        if self.global_batch_size is not None:
+            if self.global_batch_size < 1:
+                raise ValueError(f"train.global_batch_size must be >= 1, got {self.global_batch_size}")
+            if "gradient_accumulation_steps" in self.dpo:
+                raise ValueError(
+                    f"train.global_batch_size ({self.global_batch_size}) and train.dpo.gradient_accumulation_steps "
+                    f"({self.dpo['gradient_accumulation_steps']}) are both set: keep global_batch_size, which derives "
+                    "the accumulation from the number of processes"
+                )
 
 
 @dataclass

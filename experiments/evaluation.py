@@ -6,13 +6,11 @@ The benchmark logic itself (FastChat's prompts, verdicts, win rates) lives in `e
 
 from __future__ import annotations
 
-import gc
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 from admap.config import to_dict
-from admap.generate.runner import build_generator
 from admap.models import pick_device
 from experiments.config import EvaluationOptions, ExperimentConfig, fingerprint
 from experiments.evaluate.alpaca_eval import (
@@ -21,7 +19,8 @@ from experiments.evaluate.alpaca_eval import (
     run_alpaca_eval,
     write_alpaca_eval_outputs,
 )
-from experiments.evaluate.answers import answer_file, generate_answers, read_answers
+from experiments.evaluate.answer_process import AnswerJob, answer_in_child
+from experiments.evaluate.answers import answer_file, read_answers
 from experiments.evaluate.data import (
     read_evol_instruct,
     read_judge_prompts,
@@ -62,24 +61,18 @@ def _needs_opponent(options: EvaluationOptions) -> set[str]:
 def answer_benchmarks(
     model: str, model_id: str, options: EvaluationOptions, out_dir: Path, benchmarks: set[str], *, progress: bool
 ) -> dict[str, list[dict]]:
-    """``model`` answers each benchmark in ``benchmarks``; FastChat answer files under
-    ``out_dir/<benchmark>/model_answer/``, reused where complete."""
+    """``model`` answers each benchmark in ``benchmarks``, in a child process (`answer_in_child`); FastChat answer
+    files under ``out_dir/<benchmark>/model_answer/``, reused where complete."""
     questions = benchmark_questions(options)
-    generator = build_generator(replace(options.answer, generator_model=model), progress=progress)
-    try:
-        return {
-            name: generate_answers(
-                questions[name],
-                generator,
-                model_id=model_id,
-                path=answer_file(out_dir / name, model_id),
-                system_prompt=options.answer.system_prompt or None,
-            )
-            for name in sorted(benchmarks)
-        }
-    finally:
-        del generator
-        gc.collect()
+    job = AnswerJob(
+        generation=replace(options.answer, generator_model=model),
+        model_id=model_id,
+        questions={name: questions[name] for name in sorted(benchmarks)},
+        out_dir=out_dir,
+        system_prompt=options.answer.system_prompt or None,
+        progress=progress,
+    )
+    return answer_in_child(job)
 
 
 def reference_answers(

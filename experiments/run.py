@@ -19,15 +19,18 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from admap.config import add_arguments, from_arguments, to_dict
+from admap.models import pick_device
 from admap.pipeline import package_versions, read_run, require_run, run_map, write_jsonl
+from admap.run_folder import IncompleteRun, read_summary
 from admap.select import preference_pairs, trl_records
 from baselines import SelectionInputs, select_instructions
 from experiments import tracking
@@ -58,10 +61,27 @@ def machine() -> str:
     return f"{os.cpu_count()}-core CPU ({platform.machine()})"
 
 
-def is_main_process() -> bool:
-    """Under ``accelerate launch`` or ``torchrun`` every process runs the train stage; only the first
-    one logs to W&B and writes results."""
-    return int(os.environ.get("RANK", "0")) == 0
+def process_state(config: ExperimentConfig):
+    """Under ``accelerate launch`` or ``torchrun`` every process runs the experiment: the main one
+    builds the map, selects, writes every file, answers and judges; the others train beside it. One
+    process alone is its own main process. (Training on CPUs says so here: accelerate's state is set
+    once per process, and only a CPU state joins CPU processes into one group, over gloo.)"""
+    from accelerate import PartialState
+
+    return PartialState(cpu=pick_device(config.train.device) == "cpu")
+
+
+def publish(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write`` into a staging file beside ``path``, then rename it into place: a killed run leaves
+    the previous file or none, never a torn one, and resumption trusts what exists."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    write(staging)
+    os.replace(staging, path)
+    return path
+
+
+def publish_text(path: Path, text: str) -> Path:
+    return publish(path, lambda staging: staging.write_text(text))
 
 
 def ensure_map(config: ExperimentConfig, *, progress: bool) -> Path:
@@ -72,14 +92,16 @@ def ensure_map(config: ExperimentConfig, *, progress: bool) -> Path:
     map_dir = config.experiment_dir / "maps" / f"{config.map.input.stem}-{config.map.scorer}-{config.map_fingerprint()}"
     if config.map.out:
         map_dir = Path(config.map.out)
-    if not (map_dir / "summary.json").exists():
+    try:
+        require_run(map_dir)
+    except IncompleteRun:
         run_map(replace(config.map, out=str(map_dir)), progress=progress)
     return map_dir
 
 
 def selection_inputs(map_dir: Path, config: ExperimentConfig) -> SelectionInputs:
     responses, map_table, annotated = read_run(map_dir)
-    summary = json.loads((map_dir / "summary.json").read_text())
+    summary = read_summary(map_dir)
     map_config = summary["config"]
     pairs = preference_pairs(
         responses, rule=map_config["pair_rule"], annotated=annotated, seed=map_config.get("seed", 42)
@@ -88,8 +110,9 @@ def selection_inputs(map_dir: Path, config: ExperimentConfig) -> SelectionInputs
     return SelectionInputs(map_table, responses, pairs, scorer=map_config["scorer"], dynamics=dynamics)
 
 
-def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Path) -> dict:
-    """Write the subset's TRL pairs and ``selection.json``; returns the selection record."""
+def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Path, *, map_run_id: str | None) -> dict:
+    """Write the subset's TRL pairs and ``selection.json`` (naming the map run it selected from);
+    returns the selection record."""
     ids = select_instructions(
         config.selection.strategy, inputs, fraction=config.selection.fraction, seed=config.selection.seed
     )
@@ -97,7 +120,7 @@ def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Pat
     if pairs.empty:
         raise ValueError(f"strategy {config.selection.strategy!r} selected {len(ids)} instructions with no pairs")
     write_jsonl(trl_records(pairs, inputs.map_table, inputs.responses), run_dir / "pairs.jsonl")
-    pairs.to_parquet(run_dir / "pairs.parquet", index=False)
+    publish(run_dir / "pairs.parquet", lambda staging: pairs.to_parquet(staging, index=False))
     record = {
         "strategy": config.selection.strategy,
         "fraction": config.selection.fraction,
@@ -106,23 +129,27 @@ def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Pat
         "n_instructions": int(len(ids)),
         "n_pairs": int(len(pairs)),
         "instruction_ids": [str(i) for i in ids],
+        "map_run_id": map_run_id,
     }
-    (run_dir / "selection.json").write_text(json.dumps(record, indent=2))
+    publish_text(run_dir / "selection.json", json.dumps(record, indent=2))
     return record
 
 
-def train_stage(config: ExperimentConfig, run_dir: Path, wandb_run) -> tuple[Path, dict, pd.DataFrame]:
-    pairs = pd.read_parquet(run_dir / "pairs.parquet")
+def train_stage(
+    config: ExperimentConfig, run_dir: Path, wandb_run, *, main_process: bool
+) -> tuple[Path, dict, pd.DataFrame]:
+    """Every process trains; the main one writes the margins and the metrics (the same on every
+    process: the margins are gathered, the metrics are TRL's, reduced across processes)."""
     model_dir, metrics, margins = train_dpo(
         run_dir / "pairs.jsonl",
-        pairs,
         config.train,
         out_dir=run_dir,
         run_name=run_dir.name,
         report_to=["wandb"] if wandb_run is not None else [],
     )
-    margins.to_parquet(run_dir / "pair_margins.parquet", index=False)
-    (run_dir / "train.json").write_text(json.dumps(metrics, indent=2))
+    if main_process:
+        publish(run_dir / "pair_margins.parquet", lambda staging: margins.to_parquet(staging, index=False))
+        publish_text(run_dir / "train.json", json.dumps(metrics, indent=2))
     return model_dir, metrics, margins
 
 
@@ -133,9 +160,7 @@ def append_result(row: dict, path: Path) -> pd.DataFrame:
     if not table.empty:
         table = table[table["run_id"] != row["run_id"]]
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-    staging = path.with_name(f".{path.name}.partial")
-    table.to_csv(staging, index=False)
-    os.replace(staging, path)
+    publish(path, lambda staging: table.to_csv(staging, index=False))
     return table
 
 
@@ -145,24 +170,26 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, command: 
     started = time.perf_counter()
     run_id = config.run_id()
     run_dir = config.experiment_dir / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = to_dict(config)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(tracking.redacted(resolved), sort_keys=False))
-    logger.info("run %s in %s", run_id, run_dir)
-
-    map_dir = ensure_map(config, progress=progress)
-    main_process = is_main_process()
+    state = process_state(config)
+    main_process = state.is_main_process
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        publish_text(run_dir / "config.yaml", yaml.safe_dump(tracking.redacted(resolved), sort_keys=False))
+        logger.info("run %s in %s", run_id, run_dir)
+    with state.main_process_first():  # the others find the main process's map complete
+        map_dir = ensure_map(config, progress=progress)
     wandb_run = None
     if main_process:
         wandb_run = tracking.start_run(
             config.wandb, run_dir=run_dir, name=run_id, group=config.name, config=resolved | {"command": command}
         )
     try:
-        row = _run_stages(config, run_dir, map_dir, wandb_run, progress=progress)
+        row = _run_stages(config, run_dir, map_dir, wandb_run, state=state, progress=progress)
         row |= {
             "experiment": config.name,
             "run_id": run_id,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine(),
             "git_commit": git_commit(),
             "wall_s": round(time.perf_counter() - started, 1),
@@ -170,7 +197,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, command: 
         }
         if not main_process:
             return row
-        (run_dir / "result.json").write_text(json.dumps(row | {"versions": package_versions()}, indent=2))
+        publish_text(run_dir / "result.json", json.dumps(row | {"versions": package_versions()}, indent=2))
         results = append_result(row, config.experiment_dir / "results.csv")
         margins_path = run_dir / "pair_margins.parquet"
         tracking.log_outcome(
@@ -185,8 +212,8 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, command: 
     return row
 
 
-def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_run, *, progress: bool) -> dict:
-    map_summary = json.loads((map_dir / "summary.json").read_text())
+def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_run, *, state, progress: bool) -> dict:
+    map_summary = read_summary(map_dir)
     row: dict = {
         "dataset": map_summary["config"]["input"]["dataset"],
         "scorer": map_summary["config"]["scorer"],
@@ -194,17 +221,23 @@ def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_ru
         "model": config.train.model,
     }
     selection_path = run_dir / "selection.json"
-    if "select" in config.stages:
-        selection = select_stage(selection_inputs(map_dir, config), config, run_dir)
-    elif selection_path.exists():
+    if "select" in config.stages and state.is_main_process:
+        select_stage(selection_inputs(map_dir, config), config, run_dir, map_run_id=map_summary.get("run_id"))
+    state.wait_for_everyone()
+    if selection_path.exists():
         selection = json.loads(selection_path.read_text())
     else:
         raise FileNotFoundError(f"{selection_path} is missing: run the select stage first")
-    row |= {k: v for k, v in selection.items() if k != "instruction_ids"}
+    if selection.get("map_run_id") != map_summary.get("run_id"):
+        raise ValueError(
+            f"{selection_path} was selected from map run {selection.get('map_run_id')}, but {map_dir} now holds run "
+            f"{map_summary.get('run_id')}: run the select stage again"
+        )
+    row |= {k: v for k, v in selection.items() if k not in ("instruction_ids", "map_run_id")}
 
     train_path, model_dir = run_dir / "train.json", run_dir / "model"
     if "train" in config.stages and not (train_path.exists() and (model_dir / "config.json").exists()):
-        model_dir, metrics, _ = train_stage(config, run_dir, wandb_run)
+        model_dir, metrics, _ = train_stage(config, run_dir, wandb_run, main_process=state.is_main_process)
     elif train_path.exists():
         metrics = json.loads(train_path.read_text())
     else:
@@ -216,7 +249,7 @@ def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_ru
         if key in metrics
     }
 
-    if {"answer", "judge"} & set(config.stages):
+    if {"answer", "judge"} & set(config.stages) and state.is_main_process:
         reference = reference_answers(
             config, policy_checkpoint(config.train.model), config.experiment_dir / "reference", progress=progress
         )

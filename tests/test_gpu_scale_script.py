@@ -13,14 +13,14 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_scale.py"
 
 
-def load_script():
-    """The script as a module (benchmarks/ is no package); registered first, as its dataclasses need."""
-    if "gpu_scale" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("gpu_scale", SCRIPT)
+def load_script(name: str = "gpu_scale"):
+    """A benchmark script as a module (benchmarks/ is no package); registered first, as dataclasses need."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPT.with_name(f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_scale"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["gpu_scale"]
+    return sys.modules[name]
 
 
 def test_synthetic_texts_are_distinct_and_follow_the_length_model(tmp_path):

@@ -218,9 +218,15 @@ def test_admap_map_scorer_learned_on_hh_rlhf(tmp_path, hh_rlhf_path):
 
     out = tmp_path / "learned"
     argv = ["map", str(hh_rlhf_path), "--limit", "150", "--skip-invalid", "--scorer", "learned"]
+    # bf16 on the CPU: the embedding features are checked against fp32 first, as the reference scorer's are.
+    argv += ["--embed-precision", "bf16", "--embedding-cache-dir", str(tmp_path / "cache")]
     assert main([*argv, "--device", "cpu", "--no-view", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["models"]["learned_model"] == "all-MiniLM-L6-v2" and summary["proxies"] == {}
+    embedding, check = summary["embedding"], summary["embedding"]["precision_check"]
+    assert embedding["engine"] == "local" and embedding["precision"] == check["used"]
+    assert check["requested"] == "bf16" and check["pairs"] >= 100 and check["spearman"] > 0.99
+    assert embedding["encoded_texts"] == embedding["distinct_texts"] > 0
     fit = summary["learned_fit"]
     assert fit["pairs"] == len(pd.read_parquet(out / "preferences.parquet"))
     assert 0 <= fit["out_of_fold_agreement"] <= 1

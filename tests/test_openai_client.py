@@ -142,7 +142,7 @@ def test_a_key_given_as_the_variable_name_is_refused_without_echoing_it():
 def test_retry_after_header_forms():
     assert retry_after_seconds({"retry-after": "2"}) == 2.0
     assert retry_after_seconds({"retry-after": "0.5", "retry-after-ms": "250"}) == 0.25
-    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
     assert 28 <= retry_after_seconds({"retry-after": email.utils.format_datetime(future, usegmt=True)}) <= 31
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({"retry-after": "soon"}) is None

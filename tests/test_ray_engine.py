@@ -65,8 +65,8 @@ def test_missing_ray_says_how_to_install(monkeypatch):
     message = r"engine ray needs Ray Data: pip install 'admap\[dist\]'"
     with pytest.raises(ImportError, match=message):
         ENGINES.get("ray").from_options(EmbeddingOptions(engine="ray"), device="cpu")
-    with pytest.raises(ImportError, match=message):
-        next(RayEngine().embed(["a text"], EmbeddingSpec(), chunk_size=8, batch_size=8, progress=False))
+    with pytest.raises(ImportError, match=message), RayEngine():
+        pass
 
 
 def test_only_named_variables_travel(monkeypatch):
@@ -82,19 +82,22 @@ def test_only_named_variables_travel(monkeypatch):
 
 
 @pytest.mark.slow
-def test_engine_starts_and_stops_its_own_cluster_even_when_abandoned():
-    """Runs before the shared cluster starts: with Ray uninitialised the engine starts a local
-    cluster, and closing its generator after the first chunk shuts that cluster down."""
+def test_engine_starts_its_own_cluster_once_and_stops_it_at_exit():
+    """Runs before the shared cluster starts: with Ray uninitialised, entering the engine starts a local
+    cluster, which every ``embed`` of the block uses (one abandoned after its first chunk too), and the
+    exit shuts it down."""
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("Ray is already initialised in this process")
-    chunks = RayEngine(address="local", device="cpu").embed(
-        [f"text number {i}" for i in range(12)], EmbeddingSpec(), chunk_size=4, batch_size=4, progress=False
-    )
-    positions, vectors = next(chunks)
-    assert len(positions) == 4 and vectors.shape == (4, 384) and vectors.dtype == np.float32
-    assert ray.is_initialized()
-    chunks.close()
+    texts = [f"text number {i}" for i in range(12)]
+    with RayEngine(address="local", device="cpu") as engine:
+        assert ray.is_initialized() and engine.encoding_device == "cpu"
+        chunks = engine.embed(texts, EmbeddingSpec(), chunk_size=4, batch_size=4, progress=False)
+        positions, vectors = next(chunks)
+        assert len(positions) == 4 and vectors.shape == (4, 384) and vectors.dtype == np.float32
+        chunks.close()
+        positions, _ = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=4, batch_size=4, progress=False))
+        assert sorted(positions.tolist()) == list(range(len(texts)))
     assert not ray.is_initialized()
 
 
@@ -111,8 +114,8 @@ def ray_cluster():
 @pytest.mark.slow
 def test_every_position_once_and_the_local_vectors(ray_cluster, minilm):
     texts = demo_texts(100)
-    engine = RayEngine(actors=2, device="cpu")
-    positions, vectors = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=16, batch_size=16, progress=False))
+    with RayEngine(actors=2, device="cpu") as engine:
+        positions, vectors = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=16, batch_size=16, progress=False))
     assert sorted(positions.tolist()) == list(range(len(texts)))
     assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
     expected = encode_texts(minilm, texts, batch_size=16, progress=False)
@@ -164,3 +167,28 @@ def test_map_on_ray_equals_the_local_map(ray_cluster, tmp_path):
     assert set(local_map["region"]) >= {"high_mean", "low_mean", "high_variance"}
     for subset in sorted(p.name for p in (local_dir / "pairs").iterdir()):
         assert (ray_dir / "pairs" / subset).read_bytes() == (local_dir / "pairs" / subset).read_bytes(), subset
+
+
+@pytest.mark.slow
+def test_the_precision_check_encodes_on_the_actors(ray_cluster, tmp_path):
+    """bf16 under the ray engine: the check's sample is encoded by the actors in fp32 and in bf16, and the
+    scores and the check match the local engine's (both on this machine's CPU)."""
+    from admap.benchmark.embedding import with_stand_in_proxies
+    from admap.score.reference import ReferenceScorer
+
+    demo = InputOptions(limit=30).read(progress=False)
+    instructions, responses = with_stand_in_proxies(demo.instructions), demo.responses
+    runs = {}
+    for engine in ("local", "ray"):
+        options = EmbeddingOptions(
+            engine=engine, embed_precision="bf16", embed_chunk_size=64, embedding_cache_dir=str(tmp_path / engine)
+        )
+        scorer = ReferenceScorer(options=options, device="cpu", progress=False)
+        runs[engine] = scorer.score(instructions, responses), scorer.embedding_report
+    (local_scores, local_report), (ray_scores, ray_report) = runs["local"], runs["ray"]
+    assert ray_report.engine == "ray" and ray_report.precision == "bf16"
+    check, local_check = ray_report.precision_check, local_report.precision_check
+    assert check["requested"] == check["used"] == "bf16" and check["pairs"] == local_check["pairs"]
+    assert abs(check["spearman"] - local_check["spearman"]) < 1e-3
+    assert list((tmp_path / "ray").glob("*-fp32-*/*.keys.npy"))  # the sample's fp32 vectors, kept
+    np.testing.assert_allclose(ray_scores, local_scores, atol=2e-3)

@@ -44,11 +44,13 @@ def embedding_stage_memory(
     n_instructions: int, chunk_size: int, model: str, precision: str, device: str, batch_size: int | None
 ) -> dict:
     """The measurement in this process (call it in a fresh one: `measure_embedding_memory`)."""
-    import faiss  # noqa: F401  (libraries are loaded before the measurement: they are not the stage's)
     import sentence_transformers  # noqa: F401
 
     from admap.embed import EmbeddingOptions
+    from admap.faiss_build import import_faiss
     from admap.score.reference import ReferenceScorer
+
+    import_faiss()  # libraries are loaded before the measurement: they are not the stage's
 
     instructions, responses = synthetic_texts(n_instructions)
     scorer = ReferenceScorer(

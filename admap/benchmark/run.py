@@ -133,7 +133,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True, command: str | None
         record["embedding_memory"] = memory
     record["targets_met"] = targets_met(record)
     record.update(
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         command=command or shlex.join(sys.argv),
         dataset=config.input.label,
         model=config.embedding_model,

@@ -13,6 +13,13 @@ from admap.registry import Registry
 class Engine(Protocol):
     """Encodes texts with one embedding spec, yielding chunks as they finish.
 
+    An engine is used as a context manager: ``with engine:`` acquires what its encoding needs (the
+    ``ray`` engine connects to its cluster, or starts a local one, and plans its actors) and its exit
+    releases what the engine acquired. ``encoding_device`` and ``embed`` are used inside the block.
+
+    ``encoding_device`` is the device the encoders run on (``"cpu"``, ``"cuda"``, ...), which is not
+    this process's on a Ray cluster: the precision is resolved, and fp16 refused, against it.
+
     ``embed`` yields ``(positions, vectors)``: positions into ``texts`` and their float32,
     L2-normalised embeddings, in any order, every position exactly once. Texts come longest
     first, so that chunks of ``chunk_size`` consecutive texts pad little; the caller writes each
@@ -23,6 +30,13 @@ class Engine(Protocol):
 
     @classmethod
     def from_options(cls, options, *, device: str) -> Engine: ...
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    @property
+    def encoding_device(self) -> str: ...
 
     def embed(
         self, texts: Sequence[str], spec, *, chunk_size: int, batch_size: int, progress: bool

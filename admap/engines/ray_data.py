@@ -5,7 +5,9 @@ The texts (longest first) become a dataset of ``{"position", "text"}`` rows in b
 the cluster has GPUs), maps every block to ``{"position", "embedding"}``; the driver streams the
 results back and the caller writes them to its on-disk store. Only the driver touches the cache,
 so it need not be on shared storage; every node needs admap installed (and the model, which each
-actor resolves on its own node: the packaged all-MiniLM-L6-v2 through its package).
+actor resolves on its own node: the packaged all-MiniLM-L6-v2 through its package). The embedding
+precision follows the actors' device (`RayEngine.encoding_device`), not the driver's: a CPU head node
+driving GPU actors embeds in fp16 under ``auto``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -113,42 +115,72 @@ class EncodeBatch:
 @dataclass
 class RayEngine:
     """Encode on a Ray cluster: ``address`` (else ``$RAY_ADDRESS``, else a local cluster), ``actors``
-    encoder actors (else one per GPU, or one per ``CPUS_PER_ACTOR`` CPUs)."""
+    encoder actors (else one per GPU, or one per ``CPUS_PER_ACTOR`` CPUs).
+
+    ``with engine:`` connects to the cluster, or starts a local one, and plans the actors from its
+    resources; the exit stops a cluster the engine started (one someone else started, or one it only
+    connected to, keeps running). Every ``embed`` of the block runs on that cluster and plan.
+    """
 
     address: str | None = None
     actors: int | None = None
     device: str = "auto"
     name: str = "ray"
+    _plan: ActorPlan | None = field(default=None, init=False, repr=False, compare=False)
+    _started: bool = field(default=False, init=False, repr=False, compare=False)
 
     @classmethod
     def from_options(cls, options, *, device: str) -> RayEngine:
         import_ray()  # fail before any work when Ray is missing
         return cls(address=options.ray_address, actors=options.ray_actors, device=device)
 
-    def embed(
-        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int, progress: bool
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __enter__(self) -> RayEngine:
         ray = import_ray()
-        if not len(texts):
-            return
-        started = not ray.is_initialized()
-        if started:
+        self._started = not ray.is_initialized()
+        if self._started:
             # address None: $RAY_ADDRESS, else the cluster last started on this machine, else a new local one.
             ray.init(address=self.address or None, ignore_reinit_error=True, include_dashboard=False)
         elif self.address:
             logger.info("Ray is already initialised in this process: using that cluster, not %s", self.address)
-        context = ray.data.DataContext.get_current()
-        progress_bars = context.enable_progress_bars
-        batches = None
         try:
-            plan = plan_actors(
+            self._plan = plan_actors(
                 self.device,
                 self.actors,
                 ray.cluster_resources(),
                 [node["Resources"] for node in ray.nodes() if node.get("Alive")],
             )
-            if spec.precision == "fp16" and plan.device != "cuda":
-                raise ValueError("fp16 embeddings need CUDA actors; the Ray cluster's actors run on the CPU")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._plan = None
+        if self._started:
+            import_ray().shutdown()
+            self._started = False
+
+    @property
+    def encoding_device(self) -> str:
+        """The actors' device: ``cuda`` when they hold GPUs, whatever this process has."""
+        return self._entered_plan().device
+
+    def _entered_plan(self) -> ActorPlan:
+        if self._plan is None:
+            raise RuntimeError("the ray engine plans its actors on entering `with engine:`; use it inside that block")
+        return self._plan
+
+    def embed(
+        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int, progress: bool
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        plan = self._entered_plan()
+        if not len(texts):
+            return
+        ray = import_ray()
+        context = ray.data.DataContext.get_current()
+        progress_bars = context.enable_progress_bars
+        batches = None
+        try:
             blocks = [_block(start, texts[start : start + chunk_size]) for start in range(0, len(texts), chunk_size)]
             plan = replace(plan, actors=min(plan.actors, len(blocks)))  # an actor per block at most
             logger.info("engine ray: %d texts in %d blocks, %s", len(texts), len(blocks), plan.describe())
@@ -173,14 +205,11 @@ class RayEngine:
             for batch in batches:
                 yield np.asarray(batch["position"], dtype=np.int64), _matrix(batch["embedding"])
         finally:
-            # Also when the caller abandons the generator: stop the pipeline, then the cluster we started
-            # (a cluster someone else started, or one we only connected to, keeps running).
+            # Also when the caller abandons the generator: stop the pipeline and its actors.
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
             context.enable_progress_bars = progress_bars
-            if started:
-                ray.shutdown()
 
 
 def _block(start: int, texts: Sequence[str]):

@@ -282,7 +282,7 @@ class OpenAIBatchGenerator(OpenAIEndpoint):
                 "base_url": self.base_url,
                 "endpoint": ENDPOINT,
                 "model": self.model,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "input_file_id": None,
                 "batch_id": None,
                 "custom_ids": sorted(ids),

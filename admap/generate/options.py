@@ -30,6 +30,11 @@ class GeneratorOptions:
     generation_seed: int | None = option(None, "sampling seed sent with each request (makes sampled replies cacheable)")
     batch_size: int = option(64, "local models: prompts per batch (larger is faster, also on CPU)")
     dtype: str = option("auto", "local models: auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16")
+    gpu_memory_utilization: float = option(
+        0.9,
+        "vllm: share of the GPU's memory the engine takes (weights, activations, KV cache); "
+        "it refuses to start unless that much is free",
+    )
     concurrency: int = option(8, "API: requests in flight at once")
     requests_per_minute: float | None = option(None, "API: request rate limit")
     tokens_per_minute: float | None = option(None, "API: token rate limit (prompt estimate + max_new_tokens)")
@@ -60,6 +65,8 @@ class GeneratorOptions:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
             if value is not None and value <= 0:

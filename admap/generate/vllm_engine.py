@@ -1,4 +1,5 @@
-"""vLLM's offline engine, for generation on GPU machines where vLLM is installed (`pip install vllm`).
+"""vLLM's offline engine, for generation on GPU machines where vLLM is installed (`pip install 'admap[vllm]'`:
+the vLLM releases that keep admap's torch).
 
 For a vLLM *server*, use the ``openai`` generator with ``--base-url http://HOST:8000/v1`` instead.
 """
@@ -21,6 +22,8 @@ class VLLMGenerator:
     top_p: float = 1.0
     seed: int | None = None
     dtype: str = "auto"
+    # Not in identity(): how much memory the engine takes does not change its replies.
+    gpu_memory_utilization: float = 0.9
     progress: bool = True
     name: str = "vllm"
 
@@ -35,6 +38,7 @@ class VLLMGenerator:
             temperature=options.temperature,
             seed=options.generation_seed,
             dtype=options.dtype,
+            gpu_memory_utilization=options.gpu_memory_utilization,
             progress=progress,
         )
 
@@ -59,10 +63,15 @@ class VLLMGenerator:
                 from vllm import LLM
             except ImportError as error:
                 raise ImportError(
-                    "generator 'vllm' needs vLLM (pip install vllm, on a CUDA machine); for a vLLM server use "
+                    "generator 'vllm' needs vLLM (pip install 'admap[vllm]', on a CUDA machine); for a vLLM server use "
                     "--generator openai --base-url http://HOST:8000/v1"
                 ) from error
-            self._engine = LLM(model=self.model, dtype=self.dtype, seed=self.seed or 0)
+            self._engine = LLM(
+                model=self.model,
+                dtype=self.dtype,
+                seed=self.seed or 0,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+            )
         return self._engine
 
     def generate(

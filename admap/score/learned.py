@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from admap.embed import EmbeddingOptions, default_batch_size
-from admap.embedding_store import cached_embeddings
+from admap.embed import EmbeddingOptions, EmbeddingReport
+from admap.embedding_store import stored_embeddings
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, pick_device
 from admap.score.base import SCORERS
 from admap.score.reward import plain_rendering
@@ -188,6 +188,16 @@ def cross_fitted_utilities(
     return cross_fit(features, pairs, groups, folds=folds, seed=seed, regularization=regularization).utilities
 
 
+def same_instruction_pairs(groups: np.ndarray) -> np.ndarray:
+    """``(P, 2)`` positions of responses to one instruction, each paired with the next response to its
+    instruction (``groups`` ``(N,)``, instruction ids): comparisons of the kind the pairwise model makes,
+    without labels, for the precision check of the embedding features."""
+    codes, _ = pd.factorize(pd.Series(groups, dtype=object), sort=False)
+    order = np.argsort(codes, kind="stable")
+    same = codes[order][1:] == codes[order][:-1]
+    return np.column_stack([order[:-1][same], order[1:][same]]).astype(np.int64)
+
+
 def pair_agreement(utilities: np.ndarray, pairs: np.ndarray) -> float:
     """Share of ``pairs`` ``(P, 2)`` (preferred, other) whose utilities order them as labelled (ties: half)."""
     margin = utilities[pairs[:, 0]] - utilities[pairs[:, 1]]
@@ -281,7 +291,8 @@ class LearnedScorer:
     folds: int = 5
     regularization: float = DEFAULT_REGULARIZATION
     seed: int = 42
-    # None: 16 sentence-embedding texts on the CPU, 128 on CUDA; 8 LM sequences on the CPU, 32 on CUDA.
+    # None: 16 sentence-embedding texts on the CPU and 128 on CUDA (the device the engine encodes on); 8 LM
+    # sequences on the CPU and 32 on CUDA.
     batch_size: int | None = None
     max_length: int = 512
     device: str = "auto"
@@ -292,6 +303,8 @@ class LearnedScorer:
     needs_proxy: bool = False
     # What the last `score` fitted: pairs, folds, out-of-fold agreement (written to summary.json).
     fit_summary: dict | None = field(default=None, init=False, repr=False, compare=False)
+    # What the last embedding features embedded, cached and checked (written to summary.json); None for lm_hidden.
+    embedding_report: EmbeddingReport | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.features not in FEATURE_SOURCES:
@@ -327,17 +340,21 @@ class LearnedScorer:
     def featurize(self, instructions: pd.DataFrame, responses: pd.DataFrame) -> np.ndarray:
         """``(len(responses), d)`` features of every response."""
         texts = responses["response"].fillna("").astype(str).tolist()
+        self.embedding_report = None
         if self.features == "embedding":
             # Through the embedding cache: a reference run on the same data has embedded these already.
-            spec = self.options.spec(self.embedding_model, self.device)
-            return cached_embeddings(
+            with stored_embeddings(
                 texts,
-                spec,
-                self.options,
+                same_instruction_pairs(responses["instruction_id"].to_numpy()),
+                model=self.embedding_model,
+                options=self.options,
                 device=self.device,
-                batch_size=self.batch_size or default_batch_size(self.device),
+                batch_size=self.batch_size,
+                seed=self.seed,
                 progress=self.progress,
-            )
+            ) as stored:
+                self.embedding_report = stored.report
+                return stored.store.gather(stored.positions)
         prompts = responses["instruction_id"].map(instructions.set_index("instruction_id")["prompt_messages"])
         parsed = {prompt: json.loads(prompt) for prompt in prompts.dropna().unique()}
         conversations = [parsed.get(prompt, []) for prompt in prompts]

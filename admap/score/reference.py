@@ -4,28 +4,14 @@ embedding and the embedding of its instruction's proxy response."""
 from __future__ import annotations
 
 import logging
-import time
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from admap.embed import (
-    EmbeddingOptions,
-    EmbeddingReport,
-    EmbeddingSpec,
-    PrecisionCheck,
-    SampleEmbeddings,
-    check_precision,
-    default_batch_size,
-    distinct_texts,
-    fill_store,
-    put_missing,
-    text_keys,
-)
-from admap.embedding_store import open_store
-from admap.engines import ENGINES
+from admap.embed import EmbeddingOptions, EmbeddingReport
+from admap.embedding_store import stored_embeddings
+from admap.faiss_build import import_faiss
 from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.score.base import SCORERS
 
@@ -38,9 +24,11 @@ def paired_inner_products(
     """``out[i] = queries[i] · database[database_index[i]]`` through a FAISS flat inner-product index.
 
     Returns the scores and the index (built from ``database`` unless one is passed), for reuse.
-    On unit vectors the inner product is the cosine similarity.
+    On unit vectors the inner product is the cosine similarity. The index is FAISS's CPU flat index with
+    either FAISS build: the GPU flat index has no ``compute_distance_subset``, and the N·d multiply-adds of
+    these products take about a second per million 768-wide pairs on two CPU cores.
     """
-    import faiss
+    faiss = import_faiss()
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
@@ -80,7 +68,7 @@ class ReferenceScorer:
     """
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    # None: 16 on the CPU, 128 on CUDA (`default_batch_size`).
+    # None: 16 on the CPU, 128 on CUDA, the device the engine encodes on (`default_batch_size`).
     batch_size: int | None = None
     device: str = "auto"
     options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
@@ -110,73 +98,25 @@ class ReferenceScorer:
         response_proxy = responses["instruction_id"].map(proxies)
         scorable = response_proxy.notna().to_numpy()
         scores = np.full(len(responses), np.nan, dtype=np.float32)
-        spec = self.options.spec(self.embedding_model, self.device)
-        self.embedding_report = EmbeddingReport(model=spec.model, precision=spec.precision, engine=self.options.engine)
-        if not scorable.any():
-            return scores
         response_texts = responses.loc[scorable, "response"].tolist()
         proxy_texts = response_proxy[scorable].tolist()
-        index, uniques = distinct_texts([*response_texts, *proxy_texts])
-        keys = text_keys(uniques)
-        batch_size = self.batch_size or default_batch_size(self.device)
-        report = self.embedding_report
-        report.texts, report.distinct_texts = len(index), len(uniques)
-
-        engine = ENGINES.get(self.options.engine).from_options(self.options, device=self.device)
-        start = time.perf_counter()
-        with ExitStack() as stores:
-            store = stores.enter_context(self._store(spec))
-            encoded = 0
-            if spec.precision != "fp32" and (store.locate(keys) < 0).any():
-                check, sample = self._check_precision(spec, response_texts, proxy_texts, batch_size)
-                report.precision_check = check.to_dict()
-                # The sample's embeddings are kept: the check costs one extra fp32 pass over the sample.
-                fp32_store = stores.enter_context(self._store(spec.with_precision("fp32")))
-                sample_keys = text_keys(sample.texts)
-                fp32_added = put_missing(fp32_store, sample_keys, sample.fp32)
-                if check.used == spec.precision:
-                    encoded = put_missing(store, sample_keys, sample.fast)
-                else:
-                    spec, store, encoded = fp32_store.spec, fp32_store, fp32_added
-                    report.precision = spec.precision
-            encoded += fill_store(
-                store,
-                uniques,
-                keys,
-                spec,
-                engine,
-                chunk_size=self.options.embed_chunk_size,
-                batch_size=batch_size,
-                progress=self.progress,
-            )
-            report.encode_seconds = round(time.perf_counter() - start, 3)
-            report.encoded_texts, report.cached_texts = encoded, len(uniques) - encoded
-            report.cache_dir = str(store.directory) if self.options.embedding_cache else None
-            positions = store.locate(keys)[index]
-            n = len(response_texts)
+        n = len(response_texts)
+        with stored_embeddings(
+            [*response_texts, *proxy_texts],
+            # The precision check compares what is scored: each response's cosine to its proxy.
+            np.column_stack([np.arange(n), n + np.arange(n)]),
+            model=self.embedding_model,
+            options=self.options,
+            device=self.device,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            progress=self.progress,
+        ) as stored:
+            self.embedding_report = stored.report
             scores[scorable] = stored_pair_scores(
-                store, positions[:n], positions[n:], chunk_size=self.options.embed_chunk_size
+                stored.store, stored.positions[:n], stored.positions[n:], chunk_size=self.options.embed_chunk_size
             )
         return scores
-
-    def _store(self, spec: EmbeddingSpec):
-        return open_store(spec, cache=self.options.embedding_cache, cache_dir=self.options.embedding_cache_dir)
-
-    def _check_precision(
-        self, spec: EmbeddingSpec, response_texts: list[str], proxy_texts: list[str], batch_size: int
-    ) -> tuple[PrecisionCheck, SampleEmbeddings]:
-        rng = np.random.default_rng(self.seed)
-        sample = rng.choice(
-            len(response_texts), size=self.options.agreement_sample_size(len(response_texts)), replace=False
-        )
-        return check_precision(
-            spec,
-            [response_texts[i] for i in sample],
-            [proxy_texts[i] for i in sample],
-            device=self.device,
-            batch_size=batch_size,
-            min_agreement=self.options.min_precision_agreement,
-        )
 
 
 def stored_pair_scores(store, left: np.ndarray, right: np.ndarray, *, chunk_size: int) -> np.ndarray:

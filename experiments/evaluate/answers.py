@@ -83,18 +83,8 @@ def generate_answers(
     ``reorg_answer_file`` does; other questions' records in it are kept. ``cache`` and ``scope`` go to
     `admap.generate.runner.generate_cached`, so that a run killed mid-way keeps the replies it had.
     """
-    existing = {r["question_id"]: r for r in read_answers(path)} if path is not None and Path(path).exists() else {}
-    others = sorted({r["model_id"] for r in existing.values()} - {model_id})
-    if others:
-        # Another model's answers would pass for this one's and never be generated.
-        raise ValueError(f"{path} holds answers of {others}, not of {model_id!r}; give each model its own file")
-    done = {
-        q.question_id: existing[q.question_id]
-        for q in questions
-        if q.question_id in existing
-        and len(answer_turns(existing[q.question_id])) == len(q.turns)
-        and not failed_turns(existing[q.question_id])
-    }
+    existing = _model_answers(path, model_id) if path is not None else {}
+    done = _complete_answers(questions, existing)
     todo = [q for q in questions if q.question_id not in done]
     if done:
         logger.info("%s: %d of %d answers already in %s", model_id, len(done), len(questions), path)
@@ -144,6 +134,32 @@ def generate_answers(
     return [done.get(q.question_id) or new[q.question_id] for q in questions]
 
 
+def unanswered(questions: Sequence[Question], path: str | Path, *, model_id: str) -> list[Question]:
+    """The questions that `generate_answers` would ask with this ``path``: those without a complete answer there."""
+    done = _complete_answers(questions, _model_answers(path, model_id))
+    return [q for q in questions if q.question_id not in done]
+
+
+def _model_answers(path: str | Path, model_id: str) -> dict[QuestionId, dict]:
+    existing = {r["question_id"]: r for r in read_answers(path)} if Path(path).exists() else {}
+    others = sorted({r["model_id"] for r in existing.values()} - {model_id})
+    if others:
+        # Another model's answers would pass for this one's and never be generated.
+        raise ValueError(f"{path} holds answers of {others}, not of {model_id!r}; give each model its own file")
+    return existing
+
+
+def _complete_answers(questions: Sequence[Question], existing: dict[QuestionId, dict]) -> dict[QuestionId, dict]:
+    # Complete: every turn answered, none failed (a failed turn is retried).
+    return {
+        q.question_id: existing[q.question_id]
+        for q in questions
+        if q.question_id in existing
+        and len(answer_turns(existing[q.question_id])) == len(q.turns)
+        and not failed_turns(existing[q.question_id])
+    }
+
+
 def _id_order(record: dict) -> tuple:
     # FastChat ids are integers; a file may mix in strings, which sort after them.
     question_id = record["question_id"]
@@ -191,6 +207,15 @@ def read_answers(path: str | Path) -> list[dict]:
             logger.warning("%s, row %d: question %r answered again; the later answer is used", path, row, question_id)
         records[question_id] = record
     return list(records.values())
+
+
+def answers_to(questions: Sequence[Question], path: str | Path) -> list[dict]:
+    """The records in ``path`` (as `read_answers` reads them) that answer ``questions``, in their order."""
+    records = {r["question_id"]: r for r in read_answers(path)}
+    missing = [q.question_id for q in questions if q.question_id not in records]
+    if missing:
+        raise ValueError(f"{path} holds no answer to question(s) {missing}")
+    return [records[q.question_id] for q in questions]
 
 
 def index_answers(records: Sequence[dict], *, what: str = "answers") -> dict[QuestionId, dict]:

@@ -1,0 +1,301 @@
+"""A run folder is written as one transaction, by one writer at a time.
+
+`admap map --out X` writes into a staging folder beside ``X`` and publishes it at the end by
+exchanging it with ``X`` in one atomic step (``renameat2(RENAME_EXCHANGE)`` on Linux; two renames
+elsewhere). ``summary.json`` is written last, into the staging folder, and names the run (``run_id``)
+and every file of it with its size. So ``X`` is always one complete run: the previous one until the
+exchange, the new one after it; a run killed at any point leaves the previous run untouched and a
+staging folder that the next writer of ``X`` removes. Files of an earlier run that the new run does not
+write (a diagnosis of the old scores, say) go with the old folder.
+
+A lock file beside ``X`` (``.X.lock``, holding the writer's pid, host and command) admits one writer
+at a time: a second ``admap map``, ``select`` or ``diagnose`` writing into ``X`` is refused with the
+holder's name. The lock is an ``flock``, which the kernel releases when its process dies, so a killed
+run never leaves ``X`` locked.
+
+Readers (`require_run`) accept a folder only when its summary names a run and every listed file is
+there with its listed size.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import errno
+import fcntl
+import json
+import logging
+import os
+import shlex
+import shutil
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+# What `admap map` and the commands that write into its folder create: a folder holding anything else
+# is not replaced, so that a mistyped --out never moves someone's files away.
+RUN_FILE_NAMES = frozenset(
+    {
+        SUMMARY,
+        "scores.parquet",
+        "map.parquet",
+        "preferences.parquet",
+        "judgments.parquet",
+        "proxies.jsonl",
+        "map.png",
+        "view.html",
+        "pairs",
+        "diagnosis",
+    }
+)
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process is writing the run folder."""
+
+
+class IncompleteRun(FileNotFoundError):
+    """A folder that is not one complete `admap map` run."""
+
+
+def new_run_id() -> str:
+    """Sortable and unique: the UTC start time and a random suffix."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def lock_path(run_dir: Path) -> Path:
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s writer lock, or raise `RunFolderBusy` naming its holder. The lock file is
+    never deleted: a process waiting on the old file and one creating a new file could both hold one."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = lock_path(run_dir)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            holder = _read_holder(path)
+            raise RunFolderBusy(
+                f"{run_dir} is being written by another process ({holder}; lock {path}): wait for it to finish, "
+                "or write to another folder"
+            ) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(sys.argv),
+        }
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(descriptor, 0)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "holder unknown"
+    if not holder:
+        return "holder unknown"
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: {holder.get('command')}"
+
+
+@dataclass
+class RunTransaction:
+    """The staging folder of a run in progress, and its publication."""
+
+    final: Path
+    staging: Path
+    run_id: str
+
+    def publish(self, summary: dict) -> Path:
+        """Write ``summary`` (with the run id and the manifest of every file) last, flush everything to
+        disk, and put the staging folder in the final folder's place; returns the final folder."""
+        files = manifest(self.staging)
+        summary = {"run_id": self.run_id, **summary, "files": files}
+        _write_synced(self.staging / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        for relative in files:
+            _fsync_path(self.staging / relative)
+        _fsync_path(self.staging)
+        replaced = self.final.parent / f".{self.final.name}.replaced-{self.run_id}"
+        if self.final.exists():
+            check_replaceable(self.final)
+            if not exchange(self.staging, self.final):
+                os.rename(self.final, replaced)
+                os.rename(self.staging, self.final)
+            else:
+                os.rename(self.staging, replaced)  # the staging path now holds the previous run
+            _fsync_path(self.final.parent)
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.rename(self.staging, self.final)
+            _fsync_path(self.final.parent)
+        logger.info("published run %s in %s", self.run_id, self.final)
+        return self.final
+
+
+@contextmanager
+def run_transaction(final: Path) -> Iterator[RunTransaction]:
+    """Lock ``final``, remove what killed runs left beside it, and give a fresh staging folder; on an
+    error the staging folder is removed and ``final`` is left as it was."""
+    final = Path(final)
+    if final.exists():
+        check_replaceable(final)
+    with run_lock(final):
+        for leftover in final.parent.glob(f".{final.name}.staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in final.parent.glob(f".{final.name}.replaced-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        run_id = new_run_id()
+        staging = final.parent / f".{final.name}.staging-{run_id}"
+        staging.mkdir()
+        try:
+            yield RunTransaction(final=final, staging=staging, run_id=run_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+@contextmanager
+def writing_into(run_dir: Path, folder: Path) -> Iterator[Path]:
+    """A command's output folder ``folder``, written whole: under ``run_dir``'s lock when it lies inside
+    it, into a staging folder renamed into place at the end (an earlier output there is replaced)."""
+    run_dir, folder = Path(run_dir), Path(folder)
+    inside = folder.resolve().is_relative_to(run_dir.resolve())
+    with run_lock(run_dir) if inside else _no_lock():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = folder.parent / f".{folder.name}.staging-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            yield staging
+            for path in staging.rglob("*"):
+                _fsync_path(path)
+            old = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
+            if folder.exists() and not exchange(staging, folder):
+                os.rename(folder, old)
+                os.rename(staging, folder)
+            elif folder.exists():
+                os.rename(staging, old)
+            else:
+                os.rename(staging, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+def check_replaceable(folder: Path) -> None:
+    """Refuse to replace a folder that holds anything but an admap run's files."""
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder: choose another --out")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILE_NAMES and not _is_leftover(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{folder} holds files that are not an admap run's ({shown}); a run replaces its folder whole: "
+            "choose another --out"
+        )
+
+
+def _is_leftover(name: str) -> bool:
+    """What an interrupted write leaves: a hidden staging file or folder (``.X.partial``, ``.X.staging-*``,
+    ``.X.replaced-*``)."""
+    return name.startswith(".") and (name.endswith(".partial") or ".staging-" in name or ".replaced-" in name)
+
+
+def manifest(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (but the summary) by relative path, with its size in bytes."""
+    return {
+        path.relative_to(folder).as_posix(): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != SUMMARY
+    }
+
+
+def read_summary(run_dir: Path) -> dict:
+    """The summary of a complete run; `IncompleteRun` saying why a folder is not one."""
+    run_dir = Path(run_dir)
+    path = run_dir / SUMMARY
+    if not path.exists():
+        staging = sorted(run_dir.parent.glob(f".{run_dir.name}.staging-*"))
+        why = "a run into it was interrupted or is in progress" if staging else "it has no summary.json"
+        raise IncompleteRun(f"{run_dir} is not an `admap map` run directory ({why}): run admap map into it")
+    try:
+        summary = json.loads(path.read_text())
+    except ValueError as error:
+        raise IncompleteRun(f"{path} is not valid JSON ({error}): rerun admap map into {run_dir}") from None
+    files = summary.get("files")
+    if files is None:
+        # Runs written before summaries listed their files: nothing to check them against.
+        logger.warning("%s lists no files (written by an older admap): its files are not checked", path)
+        return summary
+    problems = []
+    for relative, size in files.items():
+        file = run_dir / relative
+        if not file.is_file():
+            problems.append(f"{relative} is missing")
+        elif file.stat().st_size != size:
+            problems.append(f"{relative} has {file.stat().st_size} bytes, the run wrote {size}")
+    if problems:
+        raise IncompleteRun(
+            f"{run_dir} does not hold the run its summary names ({summary.get('run_id')}): "
+            f"{'; '.join(problems[:5])}: rerun admap map into it"
+        )
+    return summary
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system or the
+    file system cannot, for the caller to fall back on two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, f"exchanging {a} and {b}: {os.strerror(code)}")
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file's data (or a folder's entries) to disk, so a publication survives a power cut."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

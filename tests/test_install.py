@@ -1,0 +1,154 @@
+"""Both FAISS install routes, for real, in fresh virtual environments (no system site-packages): admap from the
+checkout without its dependencies plus only its `cpu` or `gpu` extra's requirements with theirs (torch and the rest
+stay out: the routes differ only in FAISS, and the GPU build alone is about 740 MB to download), and the whole
+`.[dev,gpu]` install resolved without installing it."""
+
+import json
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from admap.faiss_build import FAISS_DISTRIBUTIONS
+
+pytestmark = pytest.mark.slow
+needs_gpu_wheels = pytest.mark.skipif(
+    platform.system() != "Linux" or sys.version_info >= (3, 14), reason="faiss-gpu-cu12 has wheels for Linux, <3.14"
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+# What setuptools needs to build admap (pyproject.toml's packages and readme).
+SOURCE_PARTS = ("pyproject.toml", "README.md", "admap", "baselines", "experiments")
+PIP_TIMEOUT_S = 900
+# Run inside the environment: admap's own FAISS import, then a flat inner-product search.
+FAISS_PROBE = """
+import json
+import numpy as np
+from admap.faiss_build import import_faiss
+faiss = import_faiss()
+index = faiss.IndexFlatIP(3)
+index.add(np.eye(3, dtype=np.float32))
+scores, ids = index.search(np.array([[0.0, 2.0, 1.0]], dtype=np.float32), 2)
+has_gpu_api = hasattr(faiss, "StandardGpuResources")
+gpus = faiss.get_num_gpus() if has_gpu_api else 0
+print(json.dumps({"ids": ids.tolist(), "scores": scores.tolist(), "gpu_api": has_gpu_api, "gpus": gpus}))
+"""
+
+
+@pytest.fixture(scope="module")
+def admap_source(tmp_path_factory) -> Path:
+    """A copy of the checkout's buildable files, so that building admap leaves nothing in the checkout."""
+    source = tmp_path_factory.mktemp("admap-source")
+    for part in SOURCE_PARTS:
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(ROOT / part, source / part)
+    return source
+
+
+@pytest.fixture
+def venv_python(tmp_path):
+    """A fresh virtual environment's python, removed afterwards (the GPU route fills about 1.3 GB)."""
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=PIP_TIMEOUT_S)
+    yield tmp_path / "venv" / "bin" / "python"
+    shutil.rmtree(tmp_path / "venv", ignore_errors=True)
+
+
+def run(python: Path, *args: str) -> subprocess.CompletedProcess:
+    # cwd outside the checkout: `import admap` must find the installed copy.
+    return subprocess.run(
+        [str(python), *args], capture_output=True, text=True, timeout=PIP_TIMEOUT_S, cwd=python.parents[2]
+    )
+
+
+def pip(python: Path, *args: str) -> None:
+    result = run(python, "-m", "pip", *args)
+    assert result.returncode == 0, f"pip {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def install_admap_with_extra(python: Path, source: Path, extra: str) -> list[str]:
+    """admap without dependencies, then only what its `extra` adds, read from the built package's metadata."""
+    pip(python, "install", "-q", "--no-deps", str(source))
+    listed = run(python, "-c", "import importlib.metadata as m, json; print(json.dumps(m.requires('admap')))")
+    assert listed.returncode == 0, listed.stderr
+    requirements = [Requirement(line) for line in json.loads(listed.stdout)]
+    # The extra's own lines: true with the extra named, false without it.
+    specs = [
+        f"{r.name}{r.specifier}"
+        for r in requirements
+        if r.marker is not None and r.marker.evaluate({"extra": extra}) and not r.marker.evaluate({"extra": ""})
+    ]
+    assert specs, f"admap has no requirements for the extra {extra!r}"
+    pip(python, "install", "-q", *specs)
+    return specs
+
+
+def installed_faiss(python: Path) -> set[str]:
+    listed = run(python, "-m", "pip", "list", "--format=json")
+    assert listed.returncode == 0, listed.stderr
+    return {row["name"].lower() for row in json.loads(listed.stdout)} & set(FAISS_DISTRIBUTIONS)
+
+
+def probe(python: Path) -> dict:
+    result = run(python, "-c", FAISS_PROBE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_flat_search_works(found: dict) -> None:
+    # The query is closest to basis vector 1, then 2.
+    assert found["ids"] == [[1, 2]]
+    assert found["scores"] == [[2.0, 1.0]]
+
+
+def test_cpu_route_installs_faiss_cpu_alone_and_it_searches(venv_python, admap_source):
+    specs = install_admap_with_extra(venv_python, admap_source, "cpu")
+    assert [Requirement(s).name for s in specs] == ["faiss-cpu"]
+    assert installed_faiss(venv_python) == {"faiss-cpu"}
+    found = probe(venv_python)
+    assert_flat_search_works(found)
+    assert not found["gpu_api"]
+
+
+@needs_gpu_wheels
+def test_gpu_route_installs_faiss_gpu_alone_imports_without_a_device_and_repairs_a_mix(venv_python, admap_source):
+    specs = install_admap_with_extra(venv_python, admap_source, "gpu")
+    assert [Requirement(s).name for s in specs] == ["faiss-gpu-cu12"]
+    assert installed_faiss(venv_python) == {"faiss-gpu-cu12"}
+    found = probe(venv_python)
+    assert_flat_search_works(found)
+    assert found["gpu_api"] and found["gpus"] >= 0
+
+    # The accident the extras exist to prevent: the CPU build installed over the GPU one.
+    pip(venv_python, "install", "-q", "faiss-cpu")
+    mixed = run(venv_python, "-c", FAISS_PROBE)
+    assert mixed.returncode != 0
+    message = mixed.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError") and "faiss-cpu" in message and "faiss-gpu-cu12" in message
+    # The uninstall the message gives, then the GPU extra again, leaves a working GPU build.
+    uninstall = re.search(r"pip uninstall -y [a-z0-9\- ]+", message)
+    assert uninstall, message
+    pip(venv_python, *uninstall.group().split()[1:])
+    pip(venv_python, "install", "-q", *specs)
+    assert installed_faiss(venv_python) == {"faiss-gpu-cu12"}
+    assert probe(venv_python)["gpu_api"]
+
+
+@needs_gpu_wheels
+def test_gpu_route_resolves_with_every_dependency_to_no_cpu_build(venv_python, admap_source, tmp_path):
+    """The whole `.[dev,gpu]` install, resolved but not installed: nothing on the route pulls faiss-cpu back."""
+    report = tmp_path / "report.json"
+    # This environment's torch, so that the resolver takes the build already on this machine.
+    torch = f"torch=={Version(metadata.version('torch')).public}"
+    pip(venv_python, "install", "-q", "--dry-run", "--report", str(report), torch, f"{admap_source}[dev,gpu]")
+    resolved = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"admap", "faiss-gpu-cu12", "trl"} <= resolved
+    assert resolved & set(FAISS_DISTRIBUTIONS) == {"faiss-gpu-cu12"}

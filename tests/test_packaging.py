@@ -1,0 +1,149 @@
+"""admap's declared dependencies and its FAISS import: one FAISS build per install route, pinned extras, and an
+ImportError that says how to install FAISS when it is missing, mixed or broken."""
+
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from packaging.requirements import Requirement
+
+from admap.faiss_build import FAISS_DISTRIBUTIONS, import_faiss, installed_faiss_distributions
+from admap.pipeline import package_versions
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+EXTRAS = PROJECT["optional-dependencies"]
+# Fast-moving packages whose releases change the APIs admap uses or pin torch and transformers.
+BOUNDED = {"trl", "peft", "accelerate", "deepspeed", "vllm"}
+
+
+def extra_requirements(extra: str) -> list[Requirement]:
+    """An extra's requirements, with `admap[...]` self-references expanded."""
+    found = []
+    for line in EXTRAS[extra]:
+        requirement = Requirement(line)
+        if requirement.name == PROJECT["name"]:
+            found += [r for inner in sorted(requirement.extras) for r in extra_requirements(inner)]
+        else:
+            found.append(requirement)
+    return found
+
+
+def faiss_builds(requirements: list[Requirement]) -> list[str]:
+    return [r.name for r in requirements if r.name in FAISS_DISTRIBUTIONS]
+
+
+def test_each_faiss_route_names_one_build_and_nothing_else_names_any():
+    assert faiss_builds([Requirement(line) for line in PROJECT["dependencies"]]) == []
+    assert faiss_builds(extra_requirements("cpu")) == ["faiss-cpu"]
+    assert faiss_builds(extra_requirements("gpu")) == ["faiss-gpu-cu12"]
+    # So `.[dev,gpu]` and `.[train,gpu]` hold the GPU build alone.
+    for extra in set(EXTRAS) - {"cpu", "gpu"}:
+        assert faiss_builds(extra_requirements(extra)) == [], extra
+
+
+def test_training_and_vllm_packages_have_lower_and_upper_bounds():
+    found = set()
+    for extra in EXTRAS:
+        for requirement in extra_requirements(extra):
+            if requirement.name in BOUNDED:
+                operators = {spec.operator for spec in requirement.specifier}
+                assert operators & {">=", ">"} and operators & {"<", "<="}, f"{extra}: {requirement}"
+                found.add(requirement.name)
+    assert found == BOUNDED
+
+
+def run_import_faiss(setup: str) -> subprocess.CompletedProcess:
+    """`import_faiss()` in a fresh interpreter after `setup`, so that nothing is cached from this process."""
+    code = f"{setup}\nfrom admap.faiss_build import import_faiss\nimport_faiss()\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def import_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError: "), result.stderr
+    return message
+
+
+def assert_names_both_routes(message: str) -> None:
+    assert "admap[cpu]" in message and "faiss-cpu" in message
+    assert "admap[gpu]" in message and "faiss-gpu-cu12" in message
+
+
+def pretend_installed(builds: tuple[str, ...]) -> str:
+    """Setup code under which importlib.metadata sees exactly ``builds`` among the FAISS distributions."""
+    return (
+        "import importlib.metadata as m\n"
+        "real = m.version\n"
+        "def version(name):\n"
+        f"    if name in {FAISS_DISTRIBUTIONS!r}:\n"
+        f"        if name in {builds!r}:\n"
+        "            return '1.0'\n"
+        "        raise m.PackageNotFoundError(name)\n"
+        "    return real(name)\n"
+        "m.version = version\n"
+    )
+
+
+def test_import_faiss_returns_a_working_module():
+    index = import_faiss().IndexFlatIP(2)
+    index.add(np.eye(2, dtype=np.float32))
+    assert index.ntotal == 2
+
+
+def test_missing_faiss_names_both_install_routes():
+    # None in sys.modules makes `import faiss` fail as it does where no build is installed.
+    message = import_error(run_import_faiss(pretend_installed(()) + "import sys\nsys.modules['faiss'] = None\n"))
+    assert "not installed" in message
+    assert_names_both_routes(message)
+
+
+def test_a_build_removed_from_under_another_is_reported_as_broken(tmp_path):
+    # What `pip uninstall faiss-cpu` leaves of a mixed install: a `faiss` folder without its modules, which
+    # imports as an empty namespace package. Only that folder is searched for `faiss`.
+    (tmp_path / "faiss" / "contrib").mkdir(parents=True)
+    leftover_only = (
+        "import importlib.machinery, sys\n"
+        "class LeftoverFinder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        return importlib.machinery.PathFinder.find_spec(name, [{str(tmp_path)!r}]) "
+        "if name == 'faiss' else None\n"
+        "sys.meta_path.insert(0, LeftoverFinder())\n"
+    )
+    message = import_error(run_import_faiss(pretend_installed(("faiss-gpu-cu12",)) + leftover_only))
+    assert "broken" in message and "pip uninstall -y faiss-gpu-cu12" in message
+    assert_names_both_routes(message)
+
+
+def test_two_installed_builds_name_the_uninstall_and_both_routes():
+    builds = ("faiss-cpu", "faiss-gpu-cu12")
+    message = import_error(run_import_faiss(pretend_installed(builds)))
+    assert f"pip uninstall -y {' '.join(builds)}" in message
+    assert_names_both_routes(message)
+
+
+def test_package_versions_report_the_installed_faiss_build(monkeypatch):
+    real_version = metadata.version
+
+    def only_the_gpu_build(name):
+        if name == "faiss-gpu-cu12":
+            return "1.14.1"
+        if name in FAISS_DISTRIBUTIONS:
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(metadata, "version", only_the_gpu_build)
+    versions = package_versions()
+    assert versions["faiss-gpu-cu12"] == "1.14.1"
+    assert not set(versions) & (set(FAISS_DISTRIBUTIONS) - {"faiss-gpu-cu12"})
+
+
+def test_package_versions_report_this_environments_faiss_build():
+    installed = installed_faiss_distributions()
+    assert installed, "the tests need one FAISS build (scripts/setup.sh installs faiss-cpu)"
+    versions = package_versions()
+    assert {name: versions[name] for name in FAISS_DISTRIBUTIONS if name in versions} == installed
