@@ -26,6 +26,7 @@ from admap.pipeline import (
     run_select,
     run_view,
 )
+from admap.run_folder import RunFolderBusy
 
 COMMANDS = {
     "map": (MapConfig, run_map, "score, map and split a preference dataset; write pairs, figure and summary"),
@@ -81,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = from_arguments(config_class, namespace)
         print(run(config) if run is run_select else run(config, progress=not quiet, command=command))
-    except (InputError, ValueError, KeyError, FileNotFoundError) as error:
+    except (
+        InputError,
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        RunFolderBusy,
+    ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         logging.getLogger("admap").error("%s", message)
         return 2

@@ -26,11 +26,15 @@ class SkippedRow:
 
 
 class InputError(ValueError):
-    """Bad input, located by file, row (1-based line or record number) and field."""
+    """Bad input, located by file, row (1-based line or record number) and field.
 
-    def __init__(self, file: str, row: int | None, field: str | None, reason: str):
+    ``row_name`` is what the message calls the row number: "row", or "line" where it is the line a
+    record starts on and not the record's index (CSV, whose records can span lines).
+    """
+
+    def __init__(self, file: str, row: int | None, field: str | None, reason: str, *, row_name: str = "row"):
         self.file, self.row, self.field, self.reason = file, row, field, reason
-        where = file if row is None else f"{file}, row {row}"
+        where = file if row is None else f"{file}, {row_name} {row}"
         if field:
             where += f", field '{field}'"
         super().__init__(f"{where}: {reason}")

@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from admap.durable import fsync_path
+
 logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
@@ -136,8 +138,8 @@ class RunTransaction:
         summary = {"run_id": self.run_id, **summary, "files": files}
         _write_synced(self.staging / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
         for relative in files:
-            _fsync_path(self.staging / relative)
-        _fsync_path(self.staging)
+            fsync_path(self.staging / relative)
+        fsync_path(self.staging)
         replaced = self.final.parent / f".{self.final.name}.replaced-{self.run_id}"
         if self.final.exists():
             check_replaceable(self.final)
@@ -146,11 +148,11 @@ class RunTransaction:
                 os.rename(self.staging, self.final)
             else:
                 os.rename(self.staging, replaced)  # the staging path now holds the previous run
-            _fsync_path(self.final.parent)
+            fsync_path(self.final.parent)
             shutil.rmtree(replaced, ignore_errors=True)
         else:
             os.rename(self.staging, self.final)
-            _fsync_path(self.final.parent)
+            fsync_path(self.final.parent)
         logger.info("published run %s in %s", self.run_id, self.final)
         return self.final
 
@@ -190,7 +192,7 @@ def writing_into(run_dir: Path, folder: Path) -> Iterator[Path]:
         try:
             yield staging
             for path in staging.rglob("*"):
-                _fsync_path(path)
+                fsync_path(path)
             old = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
             if folder.exists() and not exchange(staging, folder):
                 os.rename(folder, old)
@@ -290,12 +292,3 @@ def _write_synced(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file's data (or a folder's entries) to disk, so a publication survives a power cut."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

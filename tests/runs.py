@@ -26,3 +26,17 @@ def map_without_models(rows, tmp_path, *, scorer="rouge_l", name="run"):
     ]
     assert main(argv) == 0
     return run
+
+
+def topic_rows(topics):
+    """Alpaca-style pairs with a proxy column, one per topic: a clear answer against a refusal."""
+    return [
+        {
+            "instruction": f"Explain {topic} in one sentence.",
+            "input": "",
+            "chosen": f"{topic.capitalize()} is explained here in one clear sentence number {k}.",
+            "rejected": f"No. {'I will not talk about it. ' * (k % 3 + 1)}",
+            "proxy": f"{topic.capitalize()}, explained in one clear sentence.",
+        }
+        for k, topic in enumerate(topics)
+    ]

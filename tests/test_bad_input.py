@@ -70,7 +70,9 @@ def expect_error(path, row, field, reason, **kwargs):
     error = info.value
     assert (error.file, error.row, error.field) == (str(path), row, field)
     message = str(error)
-    assert message.startswith(f"{path}, row {row}, field '{field}': ")
+    # A CSV record is located by the line it starts on, and the message says "line".
+    row_word = "line" if path.suffix == ".csv" else "row"
+    assert message.startswith(f"{path}, {row_word} {row}, field '{field}': ")
     assert reason in message
     assert "--skip-invalid" in message
     return error

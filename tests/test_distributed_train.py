@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from runs import map_without_models
+from runs import map_without_models, topic_rows
 
 from experiments.random_policy import write_random_policy
 from experiments.weights import checkpoint_weights
@@ -26,16 +26,7 @@ TOPICS = ["tea", "rain", "maps", "bread", "tides", "chess", "clocks", "bees", "g
 
 
 def _rows():
-    return [
-        {
-            "instruction": f"Explain {topic} in one sentence.",
-            "input": "",
-            "chosen": f"{topic.capitalize()} is explained here in one clear sentence number {k}.",
-            "rejected": f"No. {'I will not talk about it. ' * (k % 3 + 1)}",
-            "proxy": f"{topic.capitalize()}, explained in one clear sentence.",
-        }
-        for k, topic in enumerate(TOPICS)
-    ]
+    return topic_rows(TOPICS)
 
 
 def _free_port() -> int:
@@ -58,8 +49,9 @@ def _run(config: dict, folder: Path, *, processes: int) -> Path:
         launch = ["torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(_free_port())]
         command = [sys.executable, "-m", *launch, "-m", "experiments.run", str(path), "--quiet"]
     env = os.environ | {
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "write_audit"), str(REPO)]),
-        "ADMAP_WRITE_AUDIT": str(folder / "audit"),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "file_events"), str(REPO)]),
+        "ADMAP_FILE_EVENTS_LOG": str(folder / "audit"),
+        "ADMAP_FILE_EVENTS_UNDER": str(folder / "experiments"),
         "OMP_NUM_THREADS": "1",
     }
     finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -69,12 +61,12 @@ def _run(config: dict, folder: Path, *, processes: int) -> Path:
 
 
 def _writers(folder: Path) -> dict[str, set[str]]:
-    """Run-directory file → the ranks that opened it for writing."""
+    """Run-directory file → the ranks that wrote or renamed it into place."""
     writers: dict[str, set[str]] = {}
     for log in (folder / "audit").glob("*.jsonl"):
         for line in log.read_text().splitlines():
             entry = json.loads(line)
-            if entry["path"].startswith(str(folder / "experiments")):
+            if entry["event"] in ("write", "rename"):
                 writers.setdefault(entry["path"], set()).add(entry["rank"])
     return writers
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import map_without_models
+from runs import map_without_models, topic_rows
 
 pytest.importorskip("trl")
 pytest.importorskip("wandb")
@@ -14,16 +14,7 @@ TOPICS = ["tea", "rain", "maps", "bread", "tides", "chess", "clocks", "bees", "g
 
 
 def _rows():
-    return [
-        {
-            "instruction": f"Explain {topic} in one sentence.",
-            "input": "",
-            "chosen": f"{topic.capitalize()} is explained here in one clear sentence number {k}.",
-            "rejected": f"No. {'I will not talk about it. ' * (k % 3 + 1)}",
-            "proxy": f"{topic.capitalize()}, explained in one clear sentence.",
-        }
-        for k, topic in enumerate(TOPICS)
-    ]
+    return topic_rows(TOPICS)
 
 
 @pytest.mark.slow

@@ -86,8 +86,16 @@ class _Instruction:
 class Builder:
     """Takes parsed rows one at a time (`add`), or their errors (`reject`); `finish` gives the tables."""
 
-    def __init__(self, source: str, *, skip_invalid: bool, group_by: str = "row", drop_empty: bool = False):
-        self.source, self.skip_invalid = source, skip_invalid
+    def __init__(
+        self,
+        source: str,
+        *,
+        skip_invalid: bool,
+        group_by: str = "row",
+        drop_empty: bool = False,
+        row_name: str = "row",
+    ):
+        self.source, self.skip_invalid, self.row_name = source, skip_invalid, row_name
         self.group_by, self.drop_empty = group_by, drop_empty
         self.instructions: list[_Instruction] = []
         self.live: dict[str, list[_Instruction]] = defaultdict(list)  # prompt key -> instructions not merged away
@@ -101,7 +109,7 @@ class Builder:
     def reject(self, row: int, error: RowError, unit: str = "row") -> None:
         """A row (or one response) that cannot mean anything: an error, or listed with ``skip_invalid``."""
         if not self.skip_invalid:
-            raise InputError(self.source, row, error.field, error.reason + SKIP_HINT)
+            raise InputError(self.source, row, error.field, error.reason + SKIP_HINT, row_name=self.row_name)
         self.skipped.append(InputError(self.source, row, error.field, error.reason).as_skipped(unit))
 
     def _list(self, row: int, field: str, reason: str, unit: str) -> None:

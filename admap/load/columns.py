@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from admap.load.base import FORMATS, LoadOptions, read_proxy
-from admap.load.fields import check_rating, check_text, is_missing_rating, optional_label, require_string, require_text
+from admap.load.fields import check_id, check_rating, is_missing_rating, optional_label, require_string, require_text
 from admap.load.pairs import pair_row
 from admap.load.schema import ParsedResponse, ParsedRow
 
@@ -30,8 +30,7 @@ class Columns:
         prompt_messages = [{"role": "user", "content": instruction}]
         instruction_id = None
         if options.id_column:
-            raw_id = record.get(options.id_column)
-            instruction_id = check_text(None if raw_id is None else str(raw_id), options.id_column)
+            instruction_id = check_id(record.get(options.id_column), options.id_column)
         proxy = read_proxy(record, options)
         if options.chosen_column and options.rejected_column:
             return pair_row(
@@ -49,10 +48,11 @@ class Columns:
         if options.rating_column:
             raw_rating = record.get(options.rating_column)
             rating, rating_missing = check_rating(raw_rating, options.rating_column), is_missing_rating(raw_rating)
+        model = optional_label(record.get(options.model_column), options.model_column) if options.model_column else None
         response = ParsedResponse(
             text=require_string(record, options.response_column),
             field=options.response_column,
-            model=optional_label(record.get(options.model_column)) if options.model_column else None,
+            model=model,
             rating=rating,
             rating_missing=rating_missing,
         )

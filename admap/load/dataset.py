@@ -11,10 +11,10 @@ import logging
 
 from tqdm.auto import tqdm
 
-from admap.errors import InputError, RowError
+from admap.errors import InputError, RowError, SkippedRow
 from admap.load.base import FORMATS, Format, LoadOptions
 from admap.load.builder import Builder
-from admap.load.readers import read_records
+from admap.load.readers import read_records, row_name
 from admap.load.schema import PreferenceData
 from admap.load.ultrafeedback import UltraFeedback, principle_rule
 
@@ -22,9 +22,11 @@ logger = logging.getLogger(__name__)
 
 # Tried in this order: the most specific shapes first.
 AUTO_DETECT_ORDER = ("ultrafeedback", "alpaca", "hh_rlhf", "preference")
+# How many skipped rows the error for a file with no usable row quotes.
+REASONS_QUOTED = 3
 
 
-def detect_format(record: dict, source: str, row: int) -> Format:
+def detect_format(record: dict, source: str, row: int, *, row_word: str = "row") -> Format:
     for name in AUTO_DETECT_ORDER:
         candidate = FORMATS.get(name)
         if candidate.matches(record):
@@ -37,6 +39,7 @@ def detect_format(record: dict, source: str, row: int) -> Format:
         None,
         f"record with fields {sorted(record)} matches no known format ({known}); "
         "name the columns with --format columns --instruction-column ... --response-column ...",
+        row_name=row_word,
     )
 
 
@@ -53,7 +56,8 @@ def load_preferences(
     """Load ``source`` (a file path or a hub dataset id) into canonical tables.
 
     Raises `InputError` naming the file, row and field of the first bad record, unless
-    ``skip_invalid`` is set, in which case bad records are listed in ``PreferenceData.skipped``.
+    ``skip_invalid`` is set, in which case bad records are listed in ``PreferenceData.skipped``
+    (and an `InputError` says how many and why when no row is left to load).
     What real datasets hold (empty responses, repeated rows, unrated completions) is loaded and
     counted, never an error. ``limit`` reads only the first ``limit`` records.
     """
@@ -61,8 +65,15 @@ def load_preferences(
     chosen_format = None if format == "auto" else FORMATS.get(format)
     if chosen_format is not None:
         _check_options(chosen_format, options)
-    builder = Builder(source, skip_invalid=skip_invalid, group_by=options.group_by, drop_empty=options.drop_empty)
     records = read_records(source, split=split)
+    row_word = row_name(source)
+    builder = Builder(
+        source,
+        skip_invalid=skip_invalid,
+        group_by=options.group_by,
+        drop_empty=options.drop_empty,
+        row_name=row_word,
+    )
     first_unknown: InputError | None = None
     for row, record in tqdm(records, desc="loading", unit=" rows", disable=not progress):
         if limit is not None and builder.tally.rows_read >= limit:
@@ -73,7 +84,7 @@ def load_preferences(
             continue
         if chosen_format is None:
             try:
-                chosen_format = detect_format(record, source, row)
+                chosen_format = detect_format(record, source, row, row_word=row_word)
             except InputError as error:
                 # With skip_invalid a first record of no known shape is one bad row, not a bad file,
                 # unless no record at all has a known shape (checked after the loop).
@@ -105,7 +116,31 @@ def load_preferences(
     row_filter = principle_rule(options.principle) if options.principle is not None else None
     data = builder.finish(chosen_format.name if chosen_format else format, row_filter=row_filter)
     logger.info("%s: %s", source, data.counts())
+    left_out = [s for s in data.skipped if s.unit in ("row", "response")]
+    # Prompts alone (UltraFeedback rows with no completions) are data for `admap proxy`; a file whose every
+    # row or response was left out is not data at all, and a later stage would only find it unrated.
+    if data.instructions.empty or (data.responses.empty and left_out):
+        raise _no_usable_row(data, left_out, row_word)
     return data
+
+
+def _no_usable_row(data: PreferenceData, left_out: list[SkippedRow], row_word: str) -> InputError:
+    """Every row read was skipped or filtered out, or every response skipped: how many, and the first reasons."""
+    counts = data.counts()
+    parts = []
+    if counts["rows_skipped"]:
+        parts.append(f"{counts['rows_skipped']} skipped as invalid")
+    if counts["rows_filtered"]:
+        parts.append(f"{counts['rows_filtered']} left out by the row filter ({data.row_filter})")
+    if counts["responses_skipped"]:
+        parts.append(f"{counts['responses_skipped']} of their {counts['responses_read']} responses skipped")
+    reason = f"no row was usable: of {counts['rows_read']} rows read, {', '.join(parts)}"
+    if left_out:
+        quoted = [f"{row_word} {s.row}, field '{s.field}': {s.reason}" for s in left_out[:REASONS_QUOTED]]
+        if len(left_out) > REASONS_QUOTED:
+            quoted.append(f"and {len(left_out) - REASONS_QUOTED} more")
+        reason += f" ({'; '.join(quoted)})"
+    return InputError(data.source, None, None, reason)
 
 
 def _check_options(chosen_format: Format, options: LoadOptions) -> None:

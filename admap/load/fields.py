@@ -46,7 +46,31 @@ def check_string(value: Any, field: str) -> str:
         raise RowError(field, "is null")
     if not isinstance(value, str):
         raise RowError(field, f"must be a string, got {type(value).__name__}")
+    # isascii() is O(1) in CPython (a flag of the string), so ASCII text, most of real data, costs
+    # nothing more; only other text is encoded, which finds a lone surrogate.
+    if not value.isascii():
+        _check_encodable(value, field)
     return value
+
+
+def _check_encodable(text: str, field: str) -> None:
+    """JSON's ``\\ud800`` escape decodes to a lone surrogate, a code point no UTF-8 writer (Parquet,
+    tokenizers, summary.json) accepts: invalid text, refused where it is read rather than when written."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise RowError(
+            field, f"is not valid text (lone surrogate {text[error.start]!r} at character {error.start})"
+        ) from None
+
+
+def check_id(value: Any, field: str) -> str:
+    """An id as text: a non-empty string, or a number as tables store ids."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if value is not None and not isinstance(value, str):
+        raise RowError(field, f"must be a string or a number, got {type(value).__name__}")
+    return check_text(value, field)
 
 
 def is_missing_rating(value: Any) -> bool:
@@ -105,9 +129,12 @@ def check_messages(value: Any, field: str) -> list[dict[str, str]]:
     return messages
 
 
-def optional_label(value: Any) -> str | None:
-    """An informational label (a model name, a dataset source, a principle): text, or None when absent or blank."""
+def optional_label(value: Any, field: str) -> str | None:
+    """An informational label (a model name, a dataset source, a principle): text, a number as text, or None
+    when absent or blank; a list or an object is refused, as it names nothing."""
     if value is None:
         return None
-    label = str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    label = check_string(value, field)
     return label if label.strip() else None

@@ -15,6 +15,7 @@ from typing import Any
 from admap.errors import RowError
 from admap.load.base import FORMATS, LoadOptions, read_proxy
 from admap.load.fields import (
+    check_id,
     check_messages,
     check_rating,
     check_string,
@@ -70,6 +71,16 @@ def _completion(value: Any, field: str) -> tuple[str, list[dict[str, str]]]:
     return check_string(value, field), []
 
 
+def _same_shape(chosen: Any, rejected: Any) -> None:
+    """Both sides strings, or both message lists: a string beside a message list is a broken row, whose
+    list's prompt turns would otherwise go unread."""
+    if chosen is None or rejected is None or isinstance(chosen, list) == isinstance(rejected, list):
+        return  # a null side is reported as null
+    if isinstance(chosen, list):
+        raise RowError("rejected", f"must be a list of messages as 'chosen' is, got {type(rejected).__name__}")
+    raise RowError("chosen", f"must be a list of messages as 'rejected' is, got {type(chosen).__name__}")
+
+
 def optional_rating(record: Mapping[str, Any], key: str) -> tuple[float, bool]:
     """``(rating, missing)``: NaN and False when the record has no such field, NaN and True when the
     field is there without a value ("N/A", None)."""
@@ -91,13 +102,17 @@ class Preference:
         for key in ("chosen", "rejected"):
             if key not in record:
                 raise RowError(key, "missing")
+        _same_shape(record["chosen"], record["rejected"])
         chosen, chosen_context = _completion(record["chosen"], "chosen")
         rejected, rejected_context = _completion(record["rejected"], "rejected")
         prompt = record.get("prompt")
         if isinstance(prompt, list):
             prompt_messages = check_messages(prompt, "prompt")
         elif chosen_context:
-            # Binarized and implicit-prompt TRL rows repeat the prompt turns inside each completion.
+            # Binarized and implicit-prompt TRL rows repeat the prompt turns inside each completion; the
+            # prompt string beside them (binarized) is not read, but must still be text.
+            if prompt is not None:
+                check_string(prompt, "prompt")
             if rejected_context != chosen_context:
                 raise RowError("rejected", "its prompt turns differ from those of 'chosen'")
             prompt_messages = chosen_context
@@ -112,7 +127,7 @@ class Preference:
             rejected,
             chosen_rating=optional_rating(record, "score_chosen"),
             rejected_rating=optional_rating(record, "score_rejected"),
-            instruction_id=check_text(str(prompt_id), "prompt_id") if prompt_id is not None else None,
+            instruction_id=check_id(prompt_id, "prompt_id") if prompt_id is not None else None,
             proxy_response=read_proxy(record, options),
         )
 
@@ -127,8 +142,8 @@ class Alpaca:
     def parse(self, record: Mapping[str, Any], options: LoadOptions) -> ParsedRow:
         instruction = require_text(record, "instruction")
         extra_input = record.get("input")
-        if extra_input is not None and not isinstance(extra_input, str):
-            raise RowError("input", f"must be a string, got {type(extra_input).__name__}")
+        if extra_input is not None:
+            check_string(extra_input, "input")
         content = f"{instruction}\n\n{extra_input}" if extra_input and extra_input.strip() else instruction
         return pair_row(
             [{"role": "user", "content": content}],

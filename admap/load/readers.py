@@ -1,7 +1,7 @@
 """Read raw records, each with its row number, from local files or the Hugging Face hub.
 
-Row numbers are what a person finds in the file: the line for JSONL and CSV (the CSV
-header is line 1), the 1-based record index for JSON arrays, Parquet and hub datasets.
+Row numbers are what a person finds in the file: the line for JSONL, the line a record starts on
+for CSV (the header is line 1), the 1-based record index for JSON arrays, Parquet and hub datasets.
 A malformed record is yielded as a `RowError` so that the caller decides to stop or skip.
 """
 
@@ -93,17 +93,49 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Record | RowError]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, Record | RowError]]:
-    import pandas as pd
+    import csv
 
-    # keep_default_na=False: an empty cell stays "" and is reported as empty, not turned into NaN.
+    # A CSV record can span lines (a quoted field with line breaks), so a record is numbered by the line
+    # it starts on, which the csv module's line_num gives. Cells stay strings: an empty cell is "", and
+    # reported as empty, not read as a missing value. strict: a stray quote makes a malformed record
+    # rather than text silently joined.
+    opener = gzip.open if path.suffix == ".gz" else open
+    header = None
+    # Responses can be longer than the csv module's default field limit (128 KiB); the limit is
+    # process-wide, so it is restored when the file is done.
+    field_limit = csv.field_size_limit(2**31 - 1)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise InputError(str(path), None, None, "holds no records (empty file, not even a header line)") from None
-    except pd.errors.ParserError as error:
-        raise InputError(str(path), None, None, f"malformed CSV ({error})") from None
-    for index, record in enumerate(frame.to_dict(orient="records")):
-        yield index + 2, record
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle, strict=True)
+            while True:
+                start = reader.line_num + 1
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as error:
+                    # A quote never closed runs to the end of the file: no record after it can be read.
+                    if "unexpected end of data" in str(error):
+                        raise InputError(str(path), start, None, f"malformed CSV ({error})", row_name="line") from None
+                    yield start, RowError("<line>", f"malformed CSV ({error})")
+                    continue
+                if len(fields) <= 1 and not "".join(fields).strip():
+                    continue  # a blank line, skipped as in JSONL
+                if header is None:
+                    header = fields
+                    repeated = sorted({name for name in header if header.count(name) > 1})
+                    if repeated:
+                        raise InputError(
+                            str(path), start, None, f"the header names {repeated} more than once", row_name="line"
+                        )
+                elif len(fields) != len(header):
+                    yield start, RowError("<line>", f"has {len(fields)} fields where the header has {len(header)}")
+                else:
+                    yield start, dict(zip(header, fields))
+    finally:
+        csv.field_size_limit(field_limit)
+    if header is None:
+        raise InputError(str(path), None, None, "holds no records (empty file, not even a header line)")
 
 
 def _read_hub(name: str, split: str | None) -> Iterator[tuple[int, Record | RowError]]:
@@ -131,8 +163,17 @@ def _undecodable_as_input_error(
             yield last_row, record
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise InputError(
-            source, None, None, f"unreadable after row {last_row} ({type(error).__name__}: {error}); is it UTF-8 text?"
+            source,
+            None,
+            None,
+            f"unreadable after {row_name(source)} {last_row} ({type(error).__name__}: {error}); is it UTF-8 text?",
         ) from None
+
+
+def row_name(source: str) -> str:
+    """What a row number of ``source`` is called in messages: "line" for CSV, where it is the line a
+    record starts on, "row" for the others (a JSONL row is its line)."""
+    return "line" if _suffix(Path(source)) == ".csv" and Path(source).exists() else "row"
 
 
 def read_records(source: str, *, split: str | None = None) -> Iterator[tuple[int, Record | RowError]]:

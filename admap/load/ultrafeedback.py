@@ -68,36 +68,43 @@ class UltraFeedback:
             prompt_messages=[{"role": "user", "content": instruction}],
             responses=responses,
             proxy_response=read_proxy(record, options),
-            source=optional_label(record.get("source")),
+            source=optional_label(record.get("source"), "source"),
         )
 
     @staticmethod
     def _completion(completion: Any, index: int, rating_field: str) -> ParsedResponse:
         prefix = f"completions[{index}]"
+        # Fields are named inside the completion here, and the prefix added on error only: formatting
+        # every name of every completion would cost more than reading it.
         try:
             if not isinstance(completion, Mapping):
-                raise RowError(prefix, f"must be an object, got {type(completion).__name__}")
-            text = require_string(completion, "response", f"{prefix}.response")
+                raise RowError("", f"must be an object, got {type(completion).__name__}")
+            text = require_string(completion, "response")
             annotations = completion.get("annotations") or {}
             if rating_field in TOP_LEVEL_RATINGS:
-                raw_rating, rating_path = completion.get(rating_field), f"{prefix}.{rating_field}"
+                raw_rating, rating_path = completion.get(rating_field), rating_field
             else:
+                # The other aspects are read leniently (junk is no rating); the rating that orders pairs is not.
+                if not isinstance(annotations, Mapping):
+                    raise RowError("annotations", f"must be an object, got {type(annotations).__name__}")
                 raw_rating = _aspect_rating(annotations, rating_field)
-                rating_path = f"{prefix}.annotations.{rating_field}.Rating"
+                rating_path = f"annotations.{rating_field}.Rating"
             return ParsedResponse(
                 text=text,
                 field=f"{prefix}.response",
-                model=optional_label(completion.get("model")),
+                model=optional_label(completion.get("model"), "model"),
                 rating=check_rating(raw_rating, rating_path),
                 rating_missing=is_missing_rating(raw_rating),
                 aspect_ratings={a: lenient_rating(_aspect_rating(annotations, a)) for a in ASPECTS}
                 | {r: lenient_rating(completion.get(r)) for r in TOP_LEVEL_RATINGS},
-                principle=optional_label(completion.get("principle")),
+                principle=optional_label(completion.get("principle"), "principle"),
             )
         except RowError as error:
+            located = RowError(f"{prefix}.{error.field}" if error.field else prefix, error.reason)
             # A bad completion still counts towards the principle rule, as in the authors' check.
-            principle = optional_label(completion.get("principle")) if isinstance(completion, Mapping) else None
-            return ParsedResponse(text="", field=prefix, rating=math.nan, principle=principle, error=error)
+            principle = completion.get("principle") if isinstance(completion, Mapping) else None
+            principle = principle if isinstance(principle, str) else None
+            return ParsedResponse(text="", field=prefix, rating=math.nan, principle=principle, error=located)
 
 
 FORMATS.register(UltraFeedback.name)(UltraFeedback())
