@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -305,6 +305,8 @@ class EmbeddingReport:
     encode_seconds: float = 0.0
     cache_dir: str | None = None
     precision_check: dict | None = None
+    # Damaged cache shards set aside (and their texts encoded again): shard, file, what was wrong.
+    quarantined_shards: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -115,6 +115,7 @@ class EmbeddingStore:
             os.replace(_staged(spec_file, lambda handle: handle.write(json.dumps(spec.__dict__).encode())), spec_file)
         self._shards: list[_Shard] = []
         self._refused: set[str] = set()  # shards quarantined before they were opened
+        self.quarantined: list[dict] = []  # every shard this object set aside: for the run's summary
         self._written: set[str] = set()
         self._sorted_keys = np.empty(0, dtype=f"V{KEY_BYTES}")
         self._sorted_rows = np.empty(0, dtype=np.int64)
@@ -270,6 +271,7 @@ class EmbeddingStore:
     def _move_to_quarantine(self, name: str, bad: BadShard) -> None:
         folder = self.directory / QUARANTINE_FOLDER
         folder.mkdir(exist_ok=True)
+        self.quarantined.append({"shard": name, "file": str(bad.path), "problem": bad.problem})
         for suffix in SHARD_SUFFIXES:
             try:
                 os.replace(self._path(name, suffix), folder / f"{name}{suffix}")
@@ -471,6 +473,7 @@ def stored_embeddings(
                 distinct_texts=len(uniques),
             )
             store = stores.enter_context(_options_store(spec, options))
+            opened = [store]
             encoded = 0
             if spec.precision != "fp32" and (store.locate(keys) < 0).any():
                 check_pairs = np.asarray(check_pairs, dtype=np.int64).reshape(-1, 2)
@@ -487,6 +490,7 @@ def stored_embeddings(
                 )
                 report.precision_check = check.to_dict()
                 fp32_store = stores.enter_context(_options_store(spec.with_precision("fp32"), options))
+                opened.append(fp32_store)
                 sample_keys = text_keys(sample_embeddings.texts)
                 fp32_added = put_missing(fp32_store, sample_keys, sample_embeddings.fp32)
                 if check.used == spec.precision:
@@ -517,7 +521,9 @@ def stored_embeddings(
         report.encode_seconds = round(time.perf_counter() - start, 3)
         report.encoded_texts, report.cached_texts = encoded, len(uniques) - encoded
         report.cache_dir = str(store.directory) if options.embedding_cache else None
-        yield StoredEmbeddings(store, store.locate(keys)[index], report)
+        positions = store.locate(keys)[index]
+        report.quarantined_shards = [entry for opened_store in opened for entry in opened_store.quarantined]
+        yield StoredEmbeddings(store, positions, report)
 
 
 def _options_store(spec: EmbeddingSpec, options: EmbeddingOptions):

@@ -139,6 +139,8 @@ def test_a_damaged_shard_is_quarantined_and_its_texts_encoded_again(tmp_path, ha
         rerun = scorer(cache, embed_chunk_size=CHUNK)
         np.testing.assert_array_equal(rerun.score(instructions, responses), fresh)
     assert rerun.embedding_report.encoded_texts == rows  # that shard's texts, and no other
+    (reported,) = rerun.embedding_report.quarantined_shards  # what summary.json's embedding block lists
+    assert reported["shard"] == damaged and reported["file"] == str(directory / f"{damaged}{named_suffix}")
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert str(directory / f"{damaged}{named_suffix}") in warning and QUARANTINE_FOLDER in warning
     quarantined = sorted(p.name for p in (directory / QUARANTINE_FOLDER).iterdir())
@@ -152,7 +154,7 @@ def test_a_damaged_shard_is_quarantined_and_its_texts_encoded_again(tmp_path, ha
     with caplog.at_level(logging.WARNING, logger="admap.embedding_store"):
         again = scorer(cache, embed_chunk_size=CHUNK)
         np.testing.assert_array_equal(again.score(instructions, responses), fresh)
-    assert hashing_engine == [] and not caplog.records
+    assert hashing_engine == [] and not caplog.records and again.embedding_report.quarantined_shards == []
 
 
 def test_a_shard_of_another_model_is_found_by_re_encoding_a_sample(tmp_path, hashing_engine, caplog):
@@ -241,6 +243,8 @@ def test_admap_map_with_a_damaged_embedding_cache_maps_as_with_a_fresh_one(tmp_p
         rerun = map_with_cache("cache", "rerun")
     assert str(vectors) in caplog.text
     pd.testing.assert_frame_equal(rerun, fresh, check_exact=True)
+    (reported,) = json.loads((tmp_path / "rerun" / "summary.json").read_text())["embedding"]["quarantined_shards"]
+    assert reported["file"] == str(vectors)
 
 
 # -- the reply cache ------------------------------------------------------------------------------------
