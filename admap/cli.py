@@ -30,7 +30,7 @@ from admap.run_folder import RunFolderBusy
 
 COMMANDS = {
     "map": (MapConfig, run_map, "score, map and split a preference dataset; write pairs, figure and summary"),
-    "select": (SelectConfig, run_select, "write one subset's DPO pairs (TRL format) from a map run"),
+    "select": (SelectConfig, run_select, "write one selection strategy's DPO pairs (TRL format) from a map run"),
     "proxy": (ProxyConfig, run_proxy, "write the proxy response of every instruction (cached, resumable)"),
     "compare-scorers": (CompareConfig, run_compare, "agreement, region overlap and length bias of several scorers"),
     "diagnose": (DiagnoseConfig, run_diagnose, "rank the pairs whose annotation the alignment scores contradict"),
@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"admap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (config_class, _, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=config_class.__doc__)
+        # A command whose choices are registered at run time (select's strategies) lists them in an epilog.
+        epilog = config_class.epilog() if hasattr(config_class, "epilog") else None
+        sub = commands.add_parser(name, help=help_text, description=config_class.__doc__, epilog=epilog)
         sub.add_argument("--config", help="YAML file of defaults for these flags (flags win; unknown keys refused)")
         sub.add_argument(
             "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only"

@@ -3,36 +3,31 @@
 Embeddings go to an `EmbeddingStore` on disk in chunks, keyed by (model, precision, text hash),
 so that the stage's memory does not grow with the dataset and a rerun, a new region split or a
 new scorer on the same texts encodes nothing again. The encoding itself runs on an engine from
-`admap.engines` (this process, or Ray Data across a cluster).
+`admap.engines` (this process, or Ray Data across a cluster), with an encoder from `admap.encoders`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from admap.config import option
-from admap.models import DEFAULT_EMBEDDING_MODEL, pick_device, resolve_embedding_model
+from admap.encoders import EmbeddingSpec, Encoder, encode_texts
+from admap.engines import ENGINES
+from admap.models import pick_device
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 KEY_BYTES = 16
 MIN_AGREEMENT_SAMPLE = 100
-
-
-class Encoder(Protocol):
-    """The sentence-transformers ``encode`` contract."""
-
-    def encode(self, sentences: list[str], **kwargs) -> np.ndarray: ...
 
 
 @dataclass
@@ -72,8 +67,6 @@ class EmbeddingOptions:
             raise ValueError(f"embed_chunk_size must be >= 1, got {self.embed_chunk_size}")
         if self.ray_actors is not None and self.ray_actors < 1:
             raise ValueError(f"ray_actors must be >= 1, got {self.ray_actors}")
-        from admap.engines import ENGINES
-
         ENGINES.get(self.engine)  # an unknown engine fails here, with suggestions
 
     def spec(self, model: str, device: str) -> EmbeddingSpec:
@@ -85,24 +78,6 @@ class EmbeddingOptions:
         """Pairs in the precision check, of ``pairs`` candidates: its fp32 pass is the check's only cost, so
         it stays a small share of a large run, while 100 pairs still expose a precision that reorders scores."""
         return min(pairs, max(MIN_AGREEMENT_SAMPLE, min(self.agreement_sample, pairs // 20)))
-
-
-@dataclass(frozen=True)
-class EmbeddingSpec:
-    """What an embedding depends on besides its text: the cache is keyed by it."""
-
-    model: str = DEFAULT_EMBEDDING_MODEL
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-
-    @property
-    def namespace(self) -> str:
-        """A folder name per (model, precision): readable prefix, hash for uniqueness."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-        readable = "".join(c if c.isalnum() or c in "-." else "_" for c in self.model.split("/")[-1])
-        return f"{readable}-{self.precision}-{digest}"
-
-    def with_precision(self, precision: str) -> EmbeddingSpec:
-        return EmbeddingSpec(self.model, precision)
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -120,39 +95,6 @@ def resolve_precision(precision: str, device: str) -> str:
             "use bf16 (AMX on recent Xeons) or fp32 there"
         )
     return precision
-
-
-def load_encoder(model: str = DEFAULT_EMBEDDING_MODEL, *, device: str = "auto", precision: str = "fp32"):
-    """A `SentenceTransformer` in ``precision``; the packaged all-MiniLM-L6-v2 is used for its name when installed."""
-    from sentence_transformers import SentenceTransformer
-
-    device = pick_device(device)
-    path = resolve_embedding_model(model)
-    logger.info("loading embedding model %s on %s (%s)", path, device, precision)
-    encoder = SentenceTransformer(path, device=device)
-    return set_precision(encoder, precision)
-
-
-def set_precision(encoder, precision: str):
-    import torch
-
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"precision must be one of {tuple(dtypes)}, got {precision!r}")
-    return encoder.to(dtypes[precision])
-
-
-def encode_texts(encoder: Encoder, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True) -> np.ndarray:
-    """``(len(texts), d)`` float32 rows of unit length (sentence-transformers sorts each call by
-    length, so that a batch holds texts of similar length and pads little)."""
-    embeddings = encoder.encode(
-        list(texts),
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=progress,
-    )
-    return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 def default_batch_size(device: str) -> int:

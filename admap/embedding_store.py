@@ -45,7 +45,6 @@ from admap.embed import (
     KEY_BYTES,
     EmbeddingOptions,
     EmbeddingReport,
-    EmbeddingSpec,
     check_precision,
     default_batch_size,
     distinct_texts,
@@ -54,6 +53,7 @@ from admap.embed import (
     put_missing,
     text_keys,
 )
+from admap.encoders import EmbeddingSpec
 from admap.engines import ENGINES
 from admap.models import cache_root
 

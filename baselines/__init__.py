@@ -12,6 +12,20 @@ from baselines import (  # noqa: F401
     reward_margin,
     score_margin,
 )
-from baselines.base import STRATEGIES, SelectionInputs, SelectionStrategy, select_instructions, subset_size
+from baselines.base import (
+    STRATEGIES,
+    SelectionInputs,
+    SelectionOptions,
+    SelectionStrategy,
+    select_instructions,
+    subset_size,
+)
 
-__all__ = ["STRATEGIES", "SelectionInputs", "SelectionStrategy", "select_instructions", "subset_size"]
+__all__ = [
+    "STRATEGIES",
+    "SelectionInputs",
+    "SelectionOptions",
+    "SelectionStrategy",
+    "select_instructions",
+    "subset_size",
+]

@@ -1,5 +1,6 @@
 """The selection-strategy protocol and its registry: a new way to pick training data is one new
-module that registers itself.
+module that registers itself. `admap map` (its ``pairs/`` files), `admap select` and the experiments
+all select through it.
 
 A strategy sees one finished `admap map` run (`SelectionInputs`) and returns the ids of the
 instructions it keeps. Every strategy but ``full`` returns exactly ``size`` ids, so that subsets
@@ -14,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from admap.config import option
 from admap.datamap import HIGH_MEAN
 from admap.registry import Registry
 
@@ -44,7 +46,8 @@ class SelectionInputs:
 
 
 class SelectionStrategy(Protocol):
-    """Picks instruction ids from ``inputs.candidates``: exactly ``size`` of them (``full``: all)."""
+    """Picks instruction ids from ``inputs.candidates``: exactly ``size`` of them, unless the class sets
+    ``exact_size = False`` (``full``: all of them)."""
 
     name: str
 
@@ -52,6 +55,26 @@ class SelectionStrategy(Protocol):
 
 
 STRATEGIES: Registry[type] = Registry("selection strategy")
+
+
+@dataclass
+class SelectionOptions:
+    """Which instructions to keep: the options `admap select` and the experiments share (flags and YAML
+    section ``selection``)."""
+
+    strategy: str = option(
+        HIGH_MEAN, "selection strategy registered in baselines.STRATEGIES (listed at the end of `admap select --help`)"
+    )
+    fraction: float | None = option(
+        None, "share of mapped instructions to keep (default: as many as the map's high-mean region, about a third)"
+    )
+    seed: int = option(42, "seed of the random strategy (the paper: 42)")
+    dynamics: str | None = option(None, "strategy ambiguous: pair_margins.parquet of an earlier full-data DPO run")
+
+    def __post_init__(self) -> None:
+        STRATEGIES.get(self.strategy)  # an unknown name gets close matches
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ValueError(f"selection.fraction must be in (0, 1], got {self.fraction}")
 
 
 def subset_size(inputs: SelectionInputs, fraction: float | None) -> int:
@@ -79,19 +102,30 @@ def top_by(candidates: pd.DataFrame, key: pd.Series | np.ndarray, size: int, *, 
 
 
 def select_instructions(
-    strategy: str, inputs: SelectionInputs, *, fraction: float | None = None, seed: int = 42
+    strategy: str,
+    inputs: SelectionInputs,
+    *,
+    fraction: float | None = None,
+    size: int | None = None,
+    seed: int = 42,
 ) -> np.ndarray:
-    """Run the named strategy and check its answer: unique mapped ids, exactly the subset size
-    (``full``: every mapped instruction)."""
-    size = subset_size(inputs, fraction)
-    chosen = np.asarray(STRATEGIES.get(strategy)().select(inputs, size=size, seed=seed))
+    """Run the named strategy and check its answer: unique mapped ids, exactly the subset size unless
+    the strategy says otherwise (``full``: every mapped instruction). The size is ``size`` when given
+    (`admap map` writes each region whole), else `subset_size` of ``fraction``."""
+    if size is None:
+        size = subset_size(inputs, fraction)
+    elif fraction is not None:
+        raise ValueError(f"give fraction or size, not both (got fraction {fraction}, size {size})")
+    elif not 0 <= size <= len(inputs.candidates):
+        raise ValueError(f"size must be within [0, {len(inputs.candidates)}], got {size}")
+    strategy_class = STRATEGIES.get(strategy)
+    chosen = np.asarray(strategy_class().select(inputs, size=size, seed=seed))
     candidates = set(inputs.candidates["instruction_id"])
     unknown = [i for i in chosen if i not in candidates]
     if unknown:
         raise ValueError(f"strategy {strategy!r} returned ids that are not mapped instructions: {unknown[:3]}")
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"strategy {strategy!r} returned duplicate instruction ids")
-    expected = len(candidates) if strategy == "full" else size
-    if len(chosen) != expected:
-        raise ValueError(f"strategy {strategy!r} returned {len(chosen)} instructions, expected {expected}")
+    if getattr(strategy_class, "exact_size", True) and len(chosen) != size:
+        raise ValueError(f"strategy {strategy!r} returned {len(chosen)} instructions, expected {size}")
     return chosen

@@ -12,6 +12,7 @@ class Full:
     """Every candidate; ``size`` does not apply."""
 
     name = "full"
+    exact_size = False
 
     def select(self, inputs: SelectionInputs, *, size: int, seed: int) -> np.ndarray:
         return inputs.candidates["instruction_id"].to_numpy()

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from admap.benchmark.hardware import cpuinfo_field
-from admap.embed import EmbeddingSpec, text_keys
+from admap.embed import text_keys
 from admap.embedding_store import VECTORS_SUFFIX, EmbeddingStore
+from admap.encoders import EmbeddingSpec
 
 
 def measure(folder: Path, *, gib: float, rows: int, dimension: int, repeats: int) -> dict:

@@ -1,6 +1,6 @@
 """Requests per second through admap's OpenAI-compatible client, against a chat-completions server on loopback.
 
-The server is the tests' (tests/chat_server.py, loaded by path): a `ThreadingHTTPServer` on
+The server is `benchmarks/chat_server.py` (the client tests' too): a `ThreadingHTTPServer` on
 127.0.0.1 that answers each request after a fixed ``--latency`` (default 20 ms), so that the
 number of requests in flight matters. For each ``--concurrency`` level (default 1, 8 and 64)
 `OpenAIGenerator.generate` sends ``--requests`` distinct requests (default 200); each timed call
@@ -17,7 +17,6 @@ failed: this is a measurement.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -29,27 +28,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-from admap.generate.cache import ResponseCache
-from admap.generate.openai_api import OpenAIGenerator
-from admap.generate.runner import generate_cached
-
 REPO = Path(__file__).resolve().parents[1]
+# Run as a script, this folder is on sys.path and the repository, which holds the `benchmarks` package, is not.
+sys.path.insert(0, str(REPO))
+
+from admap.generate.cache import ResponseCache  # noqa: E402
+from admap.generate.openai_api import OpenAIGenerator  # noqa: E402
+from admap.generate.runner import generate_cached  # noqa: E402
+from benchmarks import chat_server  # noqa: E402
+
 KEY_ENV = "ADMAP_BENCH_KEY"  # unset: the loopback server needs no key
 
 
-SERVER_SCRIPT = REPO / "tests" / "chat_server.py"
-
-
-def load_chat_server():
-    spec = importlib.util.spec_from_file_location("chat_server", SERVER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 class ServerProcess:
-    """tests/chat_server.py in a process of its own, so that it does not share the client's GIL."""
+    """benchmarks/chat_server.py in a process of its own, so that it does not share the client's GIL."""
 
     def __init__(self, latency: float):
         self.latency = latency
@@ -57,7 +49,7 @@ class ServerProcess:
         self.url = ""
 
     def __enter__(self) -> ServerProcess:
-        command = [sys.executable, str(SERVER_SCRIPT), "--latency", str(self.latency)]
+        command = [sys.executable, chat_server.__file__, "--latency", str(self.latency)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline().strip()
         if not line.startswith("serving "):
@@ -133,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.server == "process":
         serving = ServerProcess(args.latency)
     else:
-        serving = load_chat_server().ChatServer(latency=args.latency)
+        serving = chat_server.ChatServer(latency=args.latency)
     with serving as server:
         client(server, 1).generate(conversations("warm-up", 2))  # imports openai, opens the first sockets
         server.reset()
@@ -206,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             }
 
     where = "its own process" if args.server == "process" else "a thread of the client's process"
-    print(f"admap OpenAI-compatible client; loopback server tests/chat_server.py in {where}")
+    print(f"admap OpenAI-compatible client; loopback server benchmarks/chat_server.py in {where}")
     print(f"server latency {args.latency * 1000:g} ms per request")
     print(f"{n} requests per run, median of {args.repeats}; {platform.python_version()}, {os.cpu_count()} CPUs")
     print()

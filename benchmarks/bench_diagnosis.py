@@ -55,7 +55,8 @@ from cleanlab.rank import get_label_quality_scores
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from admap.diagnose import instruction_agreement, pair_suspicion
-from admap.embed import encode_unique, load_encoder
+from admap.embed import encode_unique
+from admap.encoders import load_encoder
 from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.score.annotation import annotation_labels, pair_counts
 from admap.score.learned import DEFAULT_REGULARIZATION, cross_fitted_utilities, pair_agreement

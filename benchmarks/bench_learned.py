@@ -36,12 +36,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_diagnosis import flip_pairs, fmt, length_suspicion, markdown, pair_positions, precision_at_k
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from admap.inputs import InputOptions, demo_dataset_path
-from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL
-from admap.score.learned import LearnedScorer, cross_fitted_utilities, pair_agreement, rated_pairs
+# Run as a script, this folder is on sys.path and the repository, which holds the `benchmarks` package, is not.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from admap.inputs import InputOptions, demo_dataset_path  # noqa: E402
+from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL  # noqa: E402
+from admap.score.learned import LearnedScorer, cross_fitted_utilities, pair_agreement, rated_pairs  # noqa: E402
+from benchmarks.bench_diagnosis import (  # noqa: E402
+    flip_pairs,
+    fmt,
+    length_suspicion,
+    markdown,
+    pair_positions,
+    precision_at_k,
+)
 
 logger = logging.getLogger("bench_learned")
 

@@ -350,7 +350,8 @@ def step_seven_b_step(args, size: dict, work: Path, *, per_device_batch: int) ->
 
 
 def step_embedding_precision(args, size: dict, work: Path) -> dict:
-    from admap.embed import EmbeddingSpec, check_precision, encoding_on
+    from admap.embed import check_precision, encoding_on
+    from admap.encoders import EmbeddingSpec
     from admap.engines.local import LocalEngine
 
     records, _ = hh_rlhf_pairs(size["embedding_pairs"])

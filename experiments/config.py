@@ -18,6 +18,7 @@ from typing import Literal
 from admap.config import option, to_dict
 from admap.generate.options import GeneratorOptions
 from admap.pipeline import MapConfig
+from baselines import SelectionOptions
 
 STAGES = ("select", "train", "answer", "judge")
 JUDGES = ("logprob", "generate")
@@ -44,27 +45,6 @@ def lora_config_fields() -> set[str]:
     from peft import LoraConfig
 
     return {f.name for f in dataclasses.fields(LoraConfig) if f.init}
-
-
-@dataclass
-class SelectionOptions:
-    strategy: str = option(
-        "high_mean",
-        "selection strategy (baselines/): full, random, high_mean, low_mean, high_variance, annotation_margin, "
-        "score_margin, reward_margin, longest, ambiguous",
-    )
-    fraction: float | None = option(
-        None, "share of mapped instructions to keep (default: as many as the map's high-mean region, about a third)"
-    )
-    seed: int = option(42, "seed of the random strategy (the paper: 42)")
-    dynamics: str | None = option(None, "strategy ambiguous: pair_margins.parquet of an earlier full-data DPO run")
-
-    def __post_init__(self) -> None:
-        from baselines import STRATEGIES
-
-        STRATEGIES.get(self.strategy)  # an unknown name gets close matches
-        if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise ValueError(f"selection.fraction must be in (0, 1], got {self.fraction}")
 
 
 @dataclass

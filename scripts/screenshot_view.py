@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from admap.view import CHROMIUM_ARGS
+# Run as a script, this folder is on sys.path and the repository, which holds the `scripts` package, is not.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.chromium import CHROMIUM_ARGS  # noqa: E402
 
 logger = logging.getLogger("screenshot_view")
 

@@ -40,15 +40,15 @@ def evol_path() -> Path:
 @pytest.fixture(scope="session")
 def minilm():
     """The offline default embedding model, loaded once for the session."""
-    from admap.embed import load_encoder
+    from admap.encoders import load_encoder
 
     return load_encoder("all-MiniLM-L6-v2", device="cpu")
 
 
 @pytest.fixture
 def chat_server():
-    """A chat-completions server on loopback (tests/chat_server.py), stopped after the test."""
-    from chat_server import ChatServer
+    """A chat-completions server on loopback (benchmarks/chat_server.py), stopped after the test."""
+    from benchmarks.chat_server import ChatServer
 
     with ChatServer() as server:
         yield server

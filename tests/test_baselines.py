@@ -11,7 +11,7 @@ import pytest
 from runs import map_without_models
 
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGIONS, assign_regions
-from admap.pipeline import read_run, subset_instruction_ids
+from admap.pipeline import MAP_STRATEGIES, map_subset_ids, read_run
 from admap.select import preference_pairs
 from baselines import STRATEGIES, SelectionInputs, select_instructions, subset_size
 from baselines.ambiguous import pair_variability
@@ -112,6 +112,25 @@ def _chosen_lengths(inputs):
     return _key(inputs, {i: [chars[r] for r in ids] for i, ids in chosen.items()})
 
 
+def _paper_regions(candidates):
+    """The paper's rule, written out: the ``n - 2n//3`` largest variances are high_variance; of the rest,
+    the ``len//2`` smallest means are low_mean and the others high_mean; ties go by instruction id."""
+    rows = sorted(zip(candidates["score_variance"], candidates["instruction_id"].astype(str), candidates["mean_score"]))
+    n = len(rows)
+    rest = sorted((mean, instruction_id) for _, instruction_id, mean in rows[: 2 * n // 3])
+    return {
+        HIGH_VARIANCE: {instruction_id for _, instruction_id, _ in rows[2 * n // 3 :]},
+        LOW_MEAN: {instruction_id for _, instruction_id in rest[: len(rest) // 2]},
+        HIGH_MEAN: {instruction_id for _, instruction_id in rest[len(rest) // 2 :]},
+    }
+
+
+def _paper_random(candidates, size, seed):
+    """The paper's random baseline, written out: ``size`` positions drawn without replacement, in map order."""
+    positions = np.random.default_rng(seed).choice(len(candidates), size=size, replace=False)
+    return list(candidates["instruction_id"].to_numpy()[np.sort(positions)])
+
+
 def _assert_selected_rank_first(selected, key, *, descending=True):
     """Every selected id's key is at least (or at most) every other eligible id's key."""
     inside = key[key.index.isin(selected)]
@@ -145,9 +164,27 @@ def test_default_regions_are_the_maps_regions(request, run):
     inputs = request.getfixturevalue(run)
     counts = inputs.candidates["region"].value_counts()
     assert counts[HIGH_MEAN] == counts[LOW_MEAN] == counts[HIGH_VARIANCE]  # so the default size fits all three
+    expected = _paper_regions(inputs.candidates)
     for region in REGIONS:
         chosen = select_instructions(region, inputs)
-        assert set(chosen) == set(subset_instruction_ids(inputs.map_table, region, seed=42))
+        assert set(map(str, chosen)) == expected[region]
+        assert set(chosen) == set(inputs.candidates.loc[inputs.candidates["region"] == region, "instruction_id"])
+
+
+@pytest.mark.parametrize("unmapped", [0, 1, 2])  # 48, 47, 46 mapped: every remainder of n / 3
+def test_the_maps_pair_files_hold_each_region_whole_and_random_of_high_means_size(demo, unmapped):
+    table = demo.map_table.copy()
+    table.loc[table.index[:unmapped], "is_mapped"] = False
+    # The quantile method makes regions of three different sizes: each file still holds its whole region.
+    quantile, _ = assign_regions(table, method="quantile", variance_quantile=0.5, mean_quantile=0.25)
+    inputs = replace(demo, map_table=table.assign(region=quantile))
+    candidates = inputs.candidates
+    assert candidates["region"].value_counts().nunique() == 3
+    chosen = {name: map_subset_ids(inputs, name, seed=42) for name in MAP_STRATEGIES}
+    for region in REGIONS:
+        assert list(chosen[region]) == list(candidates.loc[candidates["region"] == region, "instruction_id"])
+    assert list(chosen["random"]) == _paper_random(candidates, int((candidates["region"] == HIGH_MEAN).sum()), 42)
+    assert list(chosen["full"]) == list(candidates["instruction_id"])
 
 
 @pytest.mark.parametrize("unmapped", [0, 1, 2])  # 48, 47, 46 mapped: every remainder of n / 3
@@ -194,7 +231,7 @@ def test_random_is_seeded_and_is_the_maps_random_subset(demo):
     first = select_instructions("random", demo, fraction=0.25, seed=7)
     assert list(first) == list(select_instructions("random", demo, fraction=0.25, seed=7))
     assert set(first) != set(select_instructions("random", demo, fraction=0.25, seed=8))
-    assert list(select_instructions("random", demo)) == list(subset_instruction_ids(demo.map_table, "random", seed=42))
+    assert list(select_instructions("random", demo)) == _paper_random(demo.candidates, 16, 42)
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
@@ -277,3 +314,13 @@ def test_ambiguous_refuses_missing_or_single_epoch_dynamics(demo):
 def test_select_instructions_rejects_a_strategy_of_the_wrong_size(demo):
     with pytest.raises(ValueError, match="'test_baselines_one_too_few' returned 15 instructions, expected 16"):
         select_instructions("test_baselines_one_too_few", demo)
+    with pytest.raises(ValueError, match="returned 9 instructions, expected 10"):
+        select_instructions("test_baselines_one_too_few", demo, size=10)
+
+
+def test_an_explicit_size_is_checked_and_excludes_a_fraction(demo):
+    assert len(select_instructions("random", demo, size=0)) == 0
+    with pytest.raises(ValueError, match="size must be within"):
+        select_instructions("random", demo, size=49)
+    with pytest.raises(ValueError, match="fraction or size, not both"):
+        select_instructions("random", demo, fraction=0.5, size=10)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from admap.cli import main
-from admap.embed import EmbeddingOptions, EmbeddingSpec, text_keys
+from admap.embed import EmbeddingOptions, text_keys
 from admap.embedding_store import (
     DIGEST_SUFFIX,
     KEYS_SUFFIX,
@@ -21,6 +21,7 @@ from admap.embedding_store import (
     EmbeddingStore,
     store_directory,
 )
+from admap.encoders import EmbeddingSpec
 from admap.engines import ENGINES
 from admap.generate import Completion
 from admap.generate.cache import ResponseCache, request_key

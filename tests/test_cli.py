@@ -55,6 +55,22 @@ def test_yaml_gives_defaults_flags_win_unknown_keys_refused(tmp_path):
         _config(["map", "--config", str(path)])
 
 
+def test_select_takes_the_experiments_selection_options(tmp_path):
+    config = _config(["select", "run", "--strategy", "longest", "--fraction", "0.25", "--seed", "7"])
+    assert (config.selection.strategy, config.selection.fraction, config.selection.seed) == ("longest", 0.25, 7)
+    path = tmp_path / "select.yaml"
+    selection = {"strategy": "random", "fraction": 0.5}
+    path.write_text(yaml.safe_dump({"run_dir": "run", "selection": selection, "pair_rule": "best_vs_random"}))
+    config = _config(["select", "run", "--config", str(path), "--seed", "3"])
+    assert (config.selection.strategy, config.selection.fraction, config.selection.seed) == ("random", 0.5, 3)
+    assert config.default_out(Path("run")) == Path("run/pairs/random-f0.5-best_vs_random-seed3.jsonl")
+    assert _config(["select", "run"]).default_out(Path("run")) == Path("run/pairs/high_mean-annotated-seed42.jsonl")
+    with pytest.raises(KeyError, match="did you mean 'longest'"):
+        _config(["select", "run", "--strategy", "longst"])
+    with pytest.raises(ValueError, match=r"selection.fraction must be in \(0, 1\], got 1.5"):
+        _config(["select", "run", "--fraction", "1.5"])
+
+
 def test_invalid_values_are_refused_by_name():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["map", "--region-method", "thirds"])
@@ -161,7 +177,7 @@ def test_default_command_end_to_end(tmp_path):
             [
                 "select",
                 str(run_dir),
-                "--subset",
+                "--strategy",
                 "random",
                 "--pair-rule",
                 "best_vs_random",
@@ -214,7 +230,7 @@ def test_pair_dataset_keeps_its_own_pairs_through_map_and_select(tmp_path, hh_rl
     assert all(r["prompt"][-1]["role"] == "user" for r in full)
 
     out = tmp_path / "high_mean.jsonl"
-    assert main(["select", str(run_dir), "--subset", "high_mean", "--out", str(out), "--quiet"]) == 0
+    assert main(["select", str(run_dir), "--strategy", "high_mean", "--out", str(out), "--quiet"]) == 0
     selected = [json.loads(line) for line in out.read_text().splitlines()]
     assert selected == [json.loads(line) for line in (run_dir / "pairs" / "high_mean.jsonl").read_text().splitlines()]
     map_table = pd.read_parquet(run_dir / "map.parquet").set_index("instruction_id")

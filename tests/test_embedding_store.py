@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from admap.embed import EmbeddingOptions, EmbeddingSpec, longest_first, resolve_precision, text_keys
+from admap.embed import EmbeddingOptions, longest_first, resolve_precision, text_keys
 from admap.embedding_store import EmbeddingStore, open_store, store_directory
+from admap.encoders import EmbeddingSpec
 from admap.engines import ENGINES
 from admap.score.reference import ReferenceScorer
 

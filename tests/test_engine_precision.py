@@ -5,7 +5,8 @@ local engine's encoder, cast down after the precision check's fp32 pass, equals 
 import numpy as np
 import pytest
 
-from admap.embed import EmbeddingOptions, EmbeddingSpec, encode_texts, encoding_on, load_encoder, resolve_precision
+from admap.embed import EmbeddingOptions, encoding_on, resolve_precision
+from admap.encoders import EmbeddingSpec, encode_texts, load_encoder
 from admap.engines.local import LocalEngine
 from admap.engines.ray_data import RayEngine, plan_actors
 from admap.models import pick_device

@@ -5,13 +5,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import chat_server as chat_server_module
 import pytest
 
 from admap.errors import InputError
 from admap.generate.base import Completion
 from admap.generate.openai_api import OpenAIGenerator
 from admap.generate.options import GeneratorOptions
+from benchmarks import chat_server as chat_server_module
 from experiments.evaluate import (
     ERROR_MARKER,
     JUDGES,

@@ -128,10 +128,10 @@ def test_a_killed_run_leaves_one_complete_run_and_a_rerun_matches(point, previou
         require_run(out)
         if files_of(out) != before:
             assert_same_run(out, reference)
-        assert admap("select", str(out), "--subset", "high_mean", watch=tmp_path).returncode == 0
+        assert admap("select", str(out), "--strategy", "high_mean", watch=tmp_path).returncode == 0
     else:
         assert not previous  # a previous run is never taken away
-        refused = admap("select", str(out), "--subset", "high_mean", watch=tmp_path)
+        refused = admap("select", str(out), "--strategy", "high_mean", watch=tmp_path)
         assert refused.returncode == 2 and "is not an `admap map` run directory" in refused.stderr
 
     rerun = map_into(b, out)

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible client against a real chat-completions server on loopback (tests/chat_server.py)."""
+"""The OpenAI-compatible client against a real chat-completions server on loopback (benchmarks/chat_server.py)."""
 
 import asyncio
 import datetime as dt
@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from chat_server import reply_text
 
 from admap.cli import main
 from admap.generate import GENERATORS
-from admap.generate.openai_api import NO_KEY, OpenAIGenerator, is_local_url, retry_after_seconds
+from admap.generate.openai_api import OpenAIGenerator, retry_after_seconds
+from admap.generate.openai_endpoint import NO_KEY, is_local_url
 from admap.generate.options import GeneratorOptions
+from benchmarks.chat_server import reply_text
 
 FAKE_KEY = "sk-admap-FAKE-0123456789abcdef"
 KEY_ENV = "ADMAP_TEST_OPENAI_KEY"

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from admap.embed import EmbeddingOptions, EmbeddingSpec, encode_texts, longest_first
+from admap.embed import EmbeddingOptions, longest_first
+from admap.encoders import EmbeddingSpec, encode_texts
 from admap.engines import ENGINES
 from admap.engines.ray_data import PASSED_ENV, RayEngine, plan_actors
 from admap.generate.options import GeneratorOptions

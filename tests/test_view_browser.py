@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from admap.pipeline import ViewConfig, run_view
-from admap.view import CHROMIUM_ARGS
+from scripts.chromium import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install playwright (setup.sh)")

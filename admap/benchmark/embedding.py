@@ -19,7 +19,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from admap.embed import EmbeddingOptions, distinct_texts, load_encoder, spearman
+from admap.embed import EmbeddingOptions, distinct_texts, spearman
+from admap.encoders import load_encoder
 from admap.score.reference import ReferenceScorer
 
 STAND_IN = "stand-in: last user turn"

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from admap.encoders import EmbeddingSpec
 from admap.registry import Registry
 
 
@@ -39,7 +40,7 @@ class Engine(Protocol):
     def encoding_device(self) -> str: ...
 
     def embed(
-        self, texts: Sequence[str], spec, *, chunk_size: int, batch_size: int, progress: bool
+        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int, progress: bool
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from admap.embed import EmbeddingSpec, encode_texts, load_encoder, set_precision
+from admap.encoders import EmbeddingSpec, encode_texts, load_encoder, set_precision
 from admap.engines.base import ENGINES
 from admap.models import pick_device
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from admap.embed import EmbeddingSpec, encode_texts, load_encoder
+from admap.encoders import EmbeddingSpec, encode_texts, load_encoder
 from admap.engines.base import ENGINES
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -11,42 +10,7 @@ from tqdm.auto import tqdm
 
 from admap.generate.base import GENERATORS, Completion, Messages, ResultCallback
 from admap.generate.options import GeneratorOptions
-from admap.models import DEFAULT_GENERATOR_MODEL, materialize_gguf, pick_device, resolve_generator_model
-
-logger = logging.getLogger(__name__)
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "auto":
-        return "bfloat16" if device.startswith("cuda") else "float32"
-    return dtype
-
-
-def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):
-    """``(model, tokenizer)``. A GGUF checkpoint is dequantised once into a cached fp32 checkpoint.
-
-    ``dtype`` auto is bfloat16 on CUDA and float32 on the CPU (bfloat16 is faster on CPUs with AMX,
-    but greedy outputs then differ from float32 ones).
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    dtype = resolve_dtype(dtype, device)
-    path, gguf_file = resolve_generator_model(model)
-    if gguf_file is not None:
-        path = str(materialize_gguf(path, gguf_file))
-    logger.info("loading %s on %s (%s)", path, device, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
-    # Decoder-only batches are padded on the left so that generation continues every prompt.
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return lm, tokenizer
+from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device, resolve_dtype
 
 
 @GENERATORS.register("transformers")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from admap.generate.base import Completion, Messages, ResultCallback, redact
-from admap.generate.openai_api import NO_KEY, OpenAIEndpoint, describe
+from admap.generate.openai_endpoint import NO_KEY, OpenAIEndpoint, describe
 from admap.generate.options import GeneratorOptions
 from admap.models import cache_root
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from admap.embed import EmbeddingOptions, EmbeddingReport
 from admap.embedding_store import stored_embeddings
-from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, pick_device
+from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device
 from admap.score.base import SCORERS
 from admap.score.reward import plain_rendering
 from admap.select import preference_pairs
@@ -241,8 +241,6 @@ def lm_hidden_features(
     as in an unbatched run.
     """
     import torch
-
-    from admap.generate.local import load_causal_lm
 
     device = pick_device(device)
     lm, tokenizer = load_causal_lm(model, device=device)

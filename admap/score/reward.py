@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from admap.generate.local import resolve_dtype
-from admap.models import pick_device
+from admap.models import pick_device, resolve_dtype
 from admap.score.base import SCORERS
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from admap.generate.base import Generator, Messages
 from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import build_generator, generate_cached
-from admap.models import DEFAULT_GENERATOR_MODEL, pick_device
+from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device
 from admap.registry import Registry
 from admap.score.judge import parse_rating
 
@@ -201,8 +201,6 @@ class LogprobJudge:
 
     def _load(self):
         if self._loaded is None:
-            from admap.generate.local import load_causal_lm
-
             self._loaded = load_causal_lm(self.model, self.device, self.dtype)
         return self._loaded
 

@@ -19,7 +19,7 @@ A fault applies to requests whose last user message contains ``match`` (any requ
 ``match`` is None), either to the next ``times`` of them (``None``: all) or to the request
 numbers (1-based, counted from the start or the last `reset`) in ``at``. Every request is
 recorded (headers, with lower-case names; body; start and end times; outcome), and so is the
-largest number in flight. ``python tests/chat_server.py --latency 0.02`` serves from a process of
+largest number in flight. ``python benchmarks/chat_server.py --latency 0.02`` serves from a process of
 its own (it prints its URL; ``GET /v1/stats`` counts requests, ``POST /v1/reset`` resets), as the
 benchmark runs it.
 
@@ -394,7 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted (or killed), printing the base URL first: a server in its own process."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="A chat-completions server on loopback (admap's tests).")
+    parser = argparse.ArgumentParser(
+        description="A chat-completions server on loopback (admap's client tests and benchmark)."
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     args = parser.parse_args(argv)

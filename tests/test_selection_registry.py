@@ -1,0 +1,76 @@
+"""A strategy registered from outside admap reaches `admap select` and the experiments with no other file touched."""
+
+import json
+from importlib import resources
+
+import pandas as pd
+import pytest
+from runs import map_without_models
+
+from admap.cli import build_parser, main
+from baselines import STRATEGIES, SelectionInputs
+from baselines.base import top_by
+from experiments.config import SelectionOptions
+
+
+@STRATEGIES.register("shortest_prompt")
+class ShortestPrompt:
+    """The instructions with the fewest characters."""
+
+    name = "shortest_prompt"
+
+    def select(self, inputs: SelectionInputs, *, size: int, seed: int):
+        return top_by(inputs.candidates, inputs.candidates["instruction"].str.len(), size, descending=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo set mapped by ROUGE-L against each instruction's best-rated completion."""
+    text = resources.files("admap.demo").joinpath("demo_preferences.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
+    for row in rows:
+        row["proxy"] = max(row["completions"], key=lambda c: c["fine-grained_score"])["response"]
+    return map_without_models(rows, tmp_path_factory.mktemp("demo"))
+
+
+def test_admap_select_reaches_a_registered_strategy(demo_run, tmp_path):
+    out = tmp_path / "shortest.jsonl"
+    assert main(["select", str(demo_run), "--strategy", "shortest_prompt", "--fraction", "0.5", "--out", str(out)]) == 0
+    chosen = {json.loads(line)["instruction_id"] for line in out.read_text().splitlines()}
+    instructions = pd.read_parquet(demo_run / "map.parquet")
+    assert instructions["is_mapped"].sum() == 48
+    lengths = sorted(zip(instructions["instruction"].str.len(), instructions["instruction_id"]))
+    assert chosen == {instruction_id for _, instruction_id in lengths[:24]}
+
+
+def test_the_default_output_path_names_strategy_fraction_rule_and_seed(demo_run):
+    assert main(["select", str(demo_run), "--strategy", "shortest_prompt", "--fraction", "0.25", "--quiet"]) == 0
+    assert (demo_run / "pairs" / "shortest_prompt-f0.25-annotated-seed42.jsonl").exists()
+
+
+def test_the_experiments_reach_a_registered_strategy(demo_run, tmp_path):
+    from admap.config import build
+    from experiments.config import ExperimentConfig
+    from experiments.run import select_stage, selection_inputs
+
+    assert SelectionOptions(strategy="shortest_prompt").strategy == "shortest_prompt"
+    config = build(ExperimentConfig, {"selection": {"strategy": "shortest_prompt", "fraction": 0.5}})
+    record = select_stage(selection_inputs(demo_run, config), config, tmp_path, map_run_id=None)
+    out = tmp_path / "cli.jsonl"
+    assert main(["select", str(demo_run), "--strategy", "shortest_prompt", "--fraction", "0.5", "--out", str(out)]) == 0
+    assert (tmp_path / "pairs.jsonl").read_bytes() == out.read_bytes()
+    assert record["n_instructions"] == 24
+
+
+def test_admap_select_help_lists_every_registered_strategy(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["select", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in STRATEGIES.names():
+        assert name in out
+    assert "shortest_prompt" in out
+
+
+def test_an_unknown_strategy_gets_close_matches():
+    with pytest.raises(KeyError, match="did you mean 'shortest_prompt'"):
+        SelectionOptions(strategy="shortest_prompts")
