@@ -8,17 +8,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Real data the tests read, kept in the repository with its licence (tests/data/*/LICENSE).
 TEST_DATA = Path(__file__).parent / "data"
-
-
-def shared_data(relative: str) -> Path:
-    """A file or folder of ../shared/data, or a skip where the checkout has none beside it."""
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"{path} not present (the shared data folder lies beside the checkout)")
-    return path
+# The benchmarks the experiments evaluate on, shipped with them (experiments/data/*/LICENSE).
+BENCHMARK_DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +22,12 @@ def hh_rlhf_path() -> Path:
 
 @pytest.fixture(scope="session")
 def mt_bench_dir() -> Path:
-    return shared_data("mt_bench/question.jsonl").parent
+    return BENCHMARK_DATA / "mt_bench"
 
 
 @pytest.fixture(scope="session")
 def evol_path() -> Path:
-    return shared_data("evol_instruct/WizardLM_testset.jsonl")
+    return BENCHMARK_DATA / "evol_instruct" / "WizardLM_testset.jsonl"
 
 
 @pytest.fixture(scope="session")

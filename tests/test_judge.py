@@ -18,7 +18,7 @@ from admap.score import SCORERS
 from admap.score.judge import VERDICT_COLUMNS, JudgeScorer, parse_rating
 from admap.score.judge_prompt import DEFAULT_JUDGE_PROMPT, load_judge_prompt
 
-SHARED_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "mt_bench" / "judge_prompts.jsonl"
+MT_BENCH_PROMPTS = Path(__file__).resolve().parents[1] / "experiments" / "data" / "mt_bench" / "judge_prompts.jsonl"
 NAN = math.nan
 
 FASTCHAT_VERDICT = (
@@ -123,12 +123,10 @@ def test_parse_rating_corpus_is_large_and_refuses_zero():
 
 
 def test_shipped_prompt_is_fastchat_single_v1():
-    if not SHARED_PROMPTS.exists():
-        pytest.skip(f"{SHARED_PROMPTS} not present")
-    entry = next(json.loads(line) for line in SHARED_PROMPTS.read_text().splitlines() if '"single-v1"' in line)
+    entry = next(json.loads(line) for line in MT_BENCH_PROMPTS.read_text().splitlines() if '"single-v1"' in line)
     assert DEFAULT_JUDGE_PROMPT.system_prompt == entry["system_prompt"]
     assert DEFAULT_JUDGE_PROMPT.template == entry["prompt_template"]
-    from_file = load_judge_prompt(SHARED_PROMPTS)
+    from_file = load_judge_prompt(MT_BENCH_PROMPTS)
     assert (from_file.system_prompt, from_file.template) == (entry["system_prompt"], entry["prompt_template"])
 
 
