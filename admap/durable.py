@@ -4,6 +4,7 @@ before the rename that publishes them is trusted."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -14,3 +15,17 @@ def fsync_path(path: str | Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def publish(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write`` a staging file beside ``path`` (named per process, so concurrent writers never share
+    one), then rename it into place: readers see the previous file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path

@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import platform
 import shlex
 import sys
@@ -39,6 +38,7 @@ from admap.datamap import (
     region_counts,
 )
 from admap.debias import length_residuals
+from admap.durable import publish
 from admap.embed import EmbeddingOptions
 from admap.faiss_build import FAISS_DISTRIBUTIONS
 from admap.generate import GENERATORS
@@ -274,13 +274,14 @@ def map_subset_ids(inputs: SelectionInputs, strategy: str, *, seed: int) -> np.n
 
 
 def write_jsonl(records: list[dict], path: Path) -> None:
-    """Write to a temporary file and rename it, so that a killed run never leaves a torn output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.partial")
-    with staging.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(staging, path)
+    """One JSON line per record, published whole (`admap.durable.publish`): never a torn file."""
+
+    def write(staging: Path) -> None:
+        with staging.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    publish(path, write)
 
 
 def _generator_label(options: GeneratorOptions) -> str | None:

@@ -136,23 +136,13 @@ class RunTransaction:
         disk, and put the staging folder in the final folder's place; returns the final folder."""
         files = manifest(self.staging)
         summary = {"run_id": self.run_id, **summary, "files": files}
-        _write_synced(self.staging / SUMMARY, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
-        for relative in files:
+        (self.staging / SUMMARY).write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        for relative in [*files, SUMMARY]:
             fsync_path(self.staging / relative)
         fsync_path(self.staging)
-        replaced = self.final.parent / f".{self.final.name}.replaced-{self.run_id}"
         if self.final.exists():
             check_replaceable(self.final)
-            if not exchange(self.staging, self.final):
-                os.rename(self.final, replaced)
-                os.rename(self.staging, self.final)
-            else:
-                os.rename(self.staging, replaced)  # the staging path now holds the previous run
-            fsync_path(self.final.parent)
-            shutil.rmtree(replaced, ignore_errors=True)
-        else:
-            os.rename(self.staging, self.final)
-            fsync_path(self.final.parent)
+        put_in_place(self.staging, self.final, replaced=f".{self.final.name}.replaced-{self.run_id}")
         logger.info("published run %s in %s", self.run_id, self.final)
         return self.final
 
@@ -193,17 +183,26 @@ def writing_into(run_dir: Path, folder: Path) -> Iterator[Path]:
             yield staging
             for path in staging.rglob("*"):
                 fsync_path(path)
-            old = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}"
-            if folder.exists() and not exchange(staging, folder):
-                os.rename(folder, old)
-                os.rename(staging, folder)
-            elif folder.exists():
-                os.rename(staging, old)
-            else:
-                os.rename(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
+            put_in_place(staging, folder, replaced=f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def put_in_place(staging: Path, final: Path, *, replaced: str) -> None:
+    """Put the folder ``staging`` at ``final`` in one step: exchanged with what is there (then removed,
+    by way of the name ``replaced`` beside it), or renamed where nothing is; the parent is flushed."""
+    if final.exists():
+        previous = final.parent / replaced
+        if exchange(staging, final):
+            os.rename(staging, previous)  # the staging path now holds the previous folder
+        else:
+            os.rename(final, previous)
+            os.rename(staging, final)
+        fsync_path(final.parent)
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        os.rename(staging, final)
+        fsync_path(final.parent)
 
 
 @contextmanager
@@ -285,10 +284,3 @@ def exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
     raise OSError(code, f"exchanging {a} and {b}: {os.strerror(code)}")
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())

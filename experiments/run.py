@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 import yaml
 
 from admap.config import add_arguments, from_arguments, to_dict
+from admap.durable import publish
 from admap.models import pick_device
 from admap.pipeline import package_versions, read_run, require_run, run_map, write_jsonl
 from admap.run_folder import IncompleteRun, read_summary
@@ -69,15 +69,6 @@ def process_state(config: ExperimentConfig):
     from accelerate import PartialState
 
     return PartialState(cpu=pick_device(config.train.device) == "cpu")
-
-
-def publish(path: Path, write: Callable[[Path], object]) -> Path:
-    """``write`` into a staging file beside ``path``, then rename it into place: a killed run leaves
-    the previous file or none, never a torn one, and resumption trusts what exists."""
-    staging = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    write(staging)
-    os.replace(staging, path)
-    return path
 
 
 def publish_text(path: Path, text: str) -> Path:

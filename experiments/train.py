@@ -84,8 +84,9 @@ def training_memory(options: TrainOptions, args, checkpoint: str, *, state, devi
     if zero_stage not in (0, 3):
         logger.info("no memory estimate for %s (ZeRO stage %s)", state.distributed_type, zero_stage)
         return None
+    model_config = AutoConfig.from_pretrained(checkpoint)
     try:
-        shape = ModelShape.from_config(AutoConfig.from_pretrained(checkpoint))
+        shape = ModelShape.from_config(model_config)
         lora_params = None
         if options.lora is not None:
             targets = options.lora.get("target_modules", "all-linear")
@@ -96,7 +97,8 @@ def training_memory(options: TrainOptions, args, checkpoint: str, *, state, devi
     estimate = estimate_dpo_memory(
         shape,
         per_device_batch=args.per_device_train_batch_size,
-        seq_len=args.max_length or shape_max_length(checkpoint),
+        # Without max_length a sequence can reach the model's context.
+        seq_len=args.max_length or model_config.max_position_embeddings,
         processes=state.num_processes,
         zero_stage=zero_stage,
         lora_params=lora_params,
@@ -112,13 +114,6 @@ def training_memory(options: TrainOptions, args, checkpoint: str, *, state, devi
         properties = torch.cuda.get_device_properties(state.device)
         check_fits(estimate, device_bytes=properties.total_memory, device_name=properties.name)
     return estimate
-
-
-def shape_max_length(checkpoint: str) -> int:
-    """The sequence length a run without ``max_length`` can reach: the model's context."""
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(checkpoint).max_position_embeddings
 
 
 def reference_in_bf16(trainer) -> None:
