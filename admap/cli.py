@@ -9,44 +9,24 @@ import shlex
 import sys
 
 from admap import __version__
-from admap.benchmark.run import BenchConfig, run_bench
+from admap.commands import commands
 from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
-from admap.pipeline import (
-    CompareConfig,
-    DiagnoseConfig,
-    MapConfig,
-    ProxyConfig,
-    SelectConfig,
-    ViewConfig,
-    run_compare,
-    run_diagnose,
-    run_map,
-    run_proxy,
-    run_select,
-    run_view,
-)
+from admap.registry import load_plugins
 from admap.run_folder import RunFolderBusy
-
-COMMANDS = {
-    "map": (MapConfig, run_map, "score, map and split a preference dataset; write pairs, figure and summary"),
-    "select": (SelectConfig, run_select, "write one selection strategy's DPO pairs (TRL format) from a map run"),
-    "proxy": (ProxyConfig, run_proxy, "write the proxy response of every instruction (cached, resumable)"),
-    "compare-scorers": (CompareConfig, run_compare, "agreement, region overlap and length bias of several scorers"),
-    "diagnose": (DiagnoseConfig, run_diagnose, "rank the pairs whose annotation the alignment scores contradict"),
-    "view": (ViewConfig, run_view, "write the interactive map as one offline HTML page; --serve opens it on localhost"),
-    "bench": (BenchConfig, run_bench, "time the scoring core against its peers, the map stage at 1M, a cached rerun"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Installed packages' scorers, formats, generators and strategies register before the flags are made.
+    load_plugins()
     parser = argparse.ArgumentParser(prog="admap", description="Alignment Data Maps of LLM preference data.")
     parser.add_argument("--version", action="version", version=f"admap {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, (config_class, _, help_text) in COMMANDS.items():
-        # A command whose choices are registered at run time (select's strategies) lists them in an epilog.
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, command in commands().items():
+        config_class = command.config
+        # A command whose choices are registered at run time (scorers, strategies) lists them in an epilog.
         epilog = config_class.epilog() if hasattr(config_class, "epilog") else None
-        sub = commands.add_parser(name, help=help_text, description=config_class.__doc__, epilog=epilog)
+        sub = subparsers.add_parser(name, help=command.help, description=config_class.__doc__, epilog=epilog)
         sub.add_argument("--config", help="YAML file of defaults for these flags (flags win; unknown keys refused)")
         sub.add_argument(
             "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars; warnings and errors only"
@@ -79,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if quiet:
         _silence_libraries()
-    config_class, run, _ = COMMANDS[namespace.command]
-    command = shlex.join(["admap", *(sys.argv[1:] if argv is None else argv)])
+    command = commands()[namespace.command]
+    command_line = shlex.join(["admap", *(sys.argv[1:] if argv is None else argv)])
     try:
-        config = from_arguments(config_class, namespace)
-        print(run(config) if run is run_select else run(config, progress=not quiet, command=command))
+        config = from_arguments(command.config, namespace)
+        print(command.run(config, progress=not quiet, command=command_line))
     except (
         InputError,
         ValueError,

@@ -3,14 +3,21 @@
 Fields carry their help text in ``metadata["help"]``; nested dataclasses (such as `LoadOptions`)
 become flat flags. A YAML file (``--config``) gives defaults that flags override; unknown keys
 are refused with the list of known ones.
+
+A `registered` field holds the options of every entry of a registry (scorers, selection
+strategies), each entry declaring its own ``Options`` dataclass: flags ``--<entry>-<field>``, and in
+YAML a mapping under the entry's name beside the config's other keys. The registry is read when
+the parser is built, so that an entry registered by any module is configurable with no other edit.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +39,49 @@ def option(
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
+class Registered:
+    """The options of a registry's entries by entry name: those given, else each entry's defaults.
+
+    An entry declares its options as a dataclass ``Options`` on its class; an entry without one
+    has no options (``self[name]`` is None).
+    """
+
+    def __init__(self, registry: Any, given: Mapping[str, Any] | None = None):
+        self.registry = registry
+        self._given = dict(given or {})
+        for name in self._given:
+            registry.get(name)  # an unknown entry gets close matches
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._given:
+            return self._given[name]
+        options_class = entry_options(self.registry.get(name))
+        return options_class() if options_class else None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Registered) and self.registry is other.registry and self._given == other._given
+
+    def __repr__(self) -> str:
+        return f"Registered({self.registry.kind!r}, {self._given!r})"
+
+
+def entry_options(entry: Any) -> type | None:
+    """The options dataclass a registered entry declares, or None."""
+    options_class = getattr(entry, "Options", None)
+    return options_class if dataclasses.is_dataclass(options_class) else None
+
+
+def registered(registry: Any, *, selector: str, help: str = "") -> Any:
+    """A field holding each entry's options of ``registry``; ``selector`` names the sibling field that
+    chooses the entry in use, whose options alone `to_dict` records."""
+    metadata = {"help": help, "registry": registry, "selector": selector}
+    return dataclasses.field(default_factory=lambda: Registered(registry), metadata=metadata)
+
+
+def _registered_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init and "registry" in f.metadata]
+
+
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -41,19 +91,41 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[tuple[str, ...], str, dataclasses.Field, Any]]:
-    """``(path, flag_name, field, type)`` for every non-dataclass field, nested dataclasses flattened."""
+class Leaf(typing.NamedTuple):
+    """One flag: where its value goes in the nested config, its name, its field and type, and whose
+    option it is when a registered entry owns it (``scorer judge: ``, shown before its help)."""
+
+    path: tuple[str, ...]
+    name: str
+    field: dataclasses.Field
+    kind: Any
+    owner: str = ""
+
+
+def _leaf_fields(cls: type, prefix: str = "", owner: str = "") -> list[Leaf]:
+    """A `Leaf` for every non-dataclass field, nested dataclasses and registered entries flattened."""
     hints = typing.get_type_hints(cls)
     leaves = []
     for field in dataclasses.fields(cls):
         if not field.init:
             continue
         kind = hints[field.name]
-        if dataclasses.is_dataclass(kind):
-            inner = _leaf_fields(kind, prefix + field.metadata.get("prefix", ""))
-            leaves += [((field.name, *path), name, f, t) for path, name, f, t in inner]
+        if "registry" in field.metadata:
+            # Each entry's options sit under the entry's name, beside this config's own fields.
+            registry = field.metadata["registry"]
+            for entry_name in registry:
+                options_class = entry_options(registry.get(entry_name))
+                if options_class is None:
+                    continue
+                if entry_name in {f.name for f in dataclasses.fields(cls)}:
+                    raise TypeError(f"{cls.__name__}: registered {entry_name!r} has the name of a field")
+                inner = _leaf_fields(options_class, prefix + entry_name + "_", f"{registry.kind} {entry_name}: ")
+                leaves += [leaf._replace(path=(entry_name, *leaf.path)) for leaf in inner]
+        elif dataclasses.is_dataclass(kind):
+            inner = _leaf_fields(kind, prefix + field.metadata.get("prefix", ""), owner)
+            leaves += [leaf._replace(path=(field.name, *leaf.path)) for leaf in inner]
         else:
-            leaves.append(((field.name,), prefix + field.name, field, kind))
+            leaves.append(Leaf((field.name,), prefix + field.name, field, kind, owner))
     return leaves
 
 
@@ -69,13 +141,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positionals: bo
     YAML (``--dpo '{beta: 0.1}'``). ``positionals=False`` turns positional fields into flags, for a
     command whose one positional argument is its config file."""
     seen: set[str] = set()
-    for _, name, field, annotation in _leaf_fields(cls):
+    for _, name, field, annotation, owner in _leaf_fields(cls):
         if name in seen:
             raise TypeError(f"{cls.__name__}: field name {name!r} appears twice once flattened")
         seen.add(name)
         kind, optional = _unwrap_optional(annotation)
         # argparse %-formats help strings: a literal "%" ("5% of them") must reach it doubled.
-        help_text = field.metadata.get("help", "").replace("%", "%%")
+        help_text = (owner + field.metadata.get("help", "")).replace("%", "%%")
         default = field.default if field.default is not dataclasses.MISSING else None
         shown_default = str(default).replace("%", "%%")
         if field.metadata.get("positional") and positionals:
@@ -114,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, positionals: bo
 
 def _nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
     nested: dict[str, Any] = {}
-    for path, name, _, _ in _leaf_fields(cls):
+    for path, name, *_ in _leaf_fields(cls):
         if name in flat:
             target = nested
             for part in path[:-1]:
@@ -127,16 +199,32 @@ def build(cls: type[T], values: dict[str, Any], *, source: str = "config") -> T:
     """Instantiate ``cls`` from nested ``values``, refusing unknown keys by name."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(values) - set(known))
+    groups = {field.name: field.metadata["registry"] for field in _registered_fields(cls)}
+    entries = {
+        entry: group for group, registry in groups.items() for entry in registry if entry_options(registry.get(entry))
+    }
+    unknown = sorted(set(values) - set(known) - set(entries))
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(known)}")
-    kwargs = {}
+        known_keys = sorted(set(known) - set(groups) | set(entries))
+        raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {known_keys}")
+    kwargs: dict[str, Any] = {}
+    given: dict[str, dict[str, Any]] = {group: {} for group in groups}
     for name, value in values.items():
+        if name in entries:
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: '{name}' must be a mapping")
+            registry = groups[entries[name]]
+            given[entries[name]][name] = build(entry_options(registry.get(name)), value, source=f"{source}.{name}")
+            continue
         if dataclasses.is_dataclass(hints[name]):
             if not isinstance(value, dict):
                 raise ValueError(f"{source}: '{name}' must be a mapping")
             value = build(hints[name], value, source=f"{source}.{name}")
         kwargs[name] = value
+    for group, registry in groups.items():
+        if group in values:
+            raise ValueError(f"{source}: give each entry's options under its own name, not under {group!r}")
+        kwargs[group] = Registered(registry, given[group])
     return cls(**kwargs)
 
 
@@ -172,4 +260,20 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """The config as plain data, in the shape `build` reads: a registered field contributes the
+    options of its selected entry alone, under the entry's name."""
+    if not dataclasses.is_dataclass(config):
+        return config
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if "registry" in field.metadata:
+            selected = getattr(config, field.metadata["selector"])
+            options = value[selected]
+            if options is not None:
+                values[selected] = to_dict(options)
+        elif dataclasses.is_dataclass(value):
+            values[field.name] = to_dict(value)
+        else:
+            values[field.name] = copy.deepcopy(value)
+    return values

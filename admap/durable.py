@@ -3,8 +3,9 @@ before the rename that publishes them is trusted."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -29,3 +30,14 @@ def publish(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         staging.unlink(missing_ok=True)
     return path
+
+
+def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:
+    """One JSON line per record, published whole (`publish`): never a torn file."""
+
+    def write(staging: Path) -> None:
+        with staging.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    return publish(path, write)

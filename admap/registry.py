@@ -42,3 +42,24 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
+
+
+PLUGIN_GROUP = "admap.plugins"
+
+
+def load_plugins() -> list[str]:
+    """Import every module that installed packages name under the ``admap.plugins`` entry-point group,
+    so that the scorers, formats, generators and strategies they register reach the command line.
+    Returns the names of the entry points loaded."""
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        try:
+            entry_point.load()
+        except Exception as error:
+            raise ImportError(
+                f"admap plugin {entry_point.name!r} ({entry_point.value}) failed to load: {error}"
+            ) from error
+        loaded.append(entry_point.name)
+    return loaded

@@ -13,8 +13,9 @@ at a time: a second ``admap map``, ``select`` or ``diagnose`` writing into ``X``
 holder's name. The lock is an ``flock``, which the kernel releases when its process dies, so a killed
 run never leaves ``X`` locked.
 
-Readers (`require_run`) accept a folder only when its summary names a run and every listed file is
-there with its listed size.
+Readers (`MapRun.open`) accept a folder only when its summary names a run and every listed file is
+there with its listed size. `MapRun` is the one reader of a run's files for the commands and the
+experiments alike.
 """
 
 from __future__ import annotations
@@ -36,20 +37,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from admap.durable import fsync_path
 
 logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
-# What `admap map` and the commands that write into its folder create: a folder holding anything else
-# is not replaced, so that a mistyped --out never moves someone's files away.
+# What `admap map` and the commands that write into its folder create, besides the tables a scorer adds
+# (listed in the run's summary): a folder holding anything else is not replaced, so that a mistyped --out
+# never moves someone's files away.
 RUN_FILE_NAMES = frozenset(
     {
         SUMMARY,
         "scores.parquet",
         "map.parquet",
         "preferences.parquet",
-        "judgments.parquet",
         "proxies.jsonl",
         "map.png",
         "view.html",
@@ -214,13 +217,27 @@ def check_replaceable(folder: Path) -> None:
     """Refuse to replace a folder that holds anything but an admap run's files."""
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder} exists and is not a folder: choose another --out")
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILE_NAMES and not _is_leftover(p.name))
+    listed = _listed_names(folder)
+    foreign = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in RUN_FILE_NAMES and p.name not in listed and not _is_leftover(p.name)
+    )
     if foreign:
         shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
         raise FileExistsError(
             f"{folder} holds files that are not an admap run's ({shown}); a run replaces its folder whole: "
             "choose another --out"
         )
+
+
+def _listed_names(folder: Path) -> set[str]:
+    """The top-level names of the files the folder's own summary lists (none if it has no readable one)."""
+    try:
+        files = json.loads((folder / SUMMARY).read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {relative.split("/", 1)[0] for relative in files}
 
 
 def _is_leftover(name: str) -> bool:
@@ -284,3 +301,79 @@ def exchange(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
     raise OSError(code, f"exchanging {a} and {b}: {os.strerror(code)}")
+
+
+def run_label(summary: dict) -> str:
+    """How figures, the viewer and comparisons name a run's score: its scorer's label, and whether the
+    scores were length-debiased."""
+    label = summary.get("scorer", {}).get("label", "unknown")
+    if summary.get("config", {}).get("length_debias"):
+        label += ", length-debiased"
+    return label
+
+
+@dataclass(frozen=True)
+class MapRun:
+    """One complete `admap map` run directory, for reading: opening it checks its summary against its files.
+
+    ``scores.parquet`` (per response), ``map.parquet`` (per instruction, with its region),
+    ``preferences.parquet`` (the dataset's own pairs, for pair datasets), ``pairs/<strategy>.jsonl``,
+    ``diagnosis/`` (`admap diagnose`) and ``summary.json`` (`summary`).
+    """
+
+    path: Path
+    summary: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> MapRun:
+        """The run in ``path``, or `IncompleteRun` saying why the folder is not one complete run."""
+        path = Path(path)
+        summary = read_summary(path)
+        missing = [name for name in ("scores.parquet", "map.parquet") if not (path / name).exists()]
+        if missing:
+            raise IncompleteRun(f"{path} is not an `admap map` run directory (missing {', '.join(missing)})")
+        return cls(path, summary)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.summary.get("run_id")
+
+    @property
+    def scorer(self) -> str:
+        return self.summary["config"]["scorer"]
+
+    @property
+    def label(self) -> str:
+        return run_label(self.summary)
+
+    def scores(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "scores.parquet", columns=columns)
+
+    def map_table(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "map.parquet", columns=columns)
+
+    def preferences(self) -> pd.DataFrame | None:
+        """The dataset's own pairs, or None for a dataset of rated responses."""
+        path = self.path / "preferences.parquet"
+        return pd.read_parquet(path) if path.exists() else None
+
+    def suspects(self) -> pd.DataFrame | None:
+        """The ranked suspect pairs of `admap diagnose`, if a diagnosis of this very run is there."""
+        folder = self.path / "diagnosis"
+        if not (folder / "suspects.parquet").exists():
+            return None
+        diagnosed = json.loads((folder / "diagnosis.json").read_text()).get("map_run_id")
+        if diagnosed != self.run_id:
+            logger.warning("%s is a diagnosis of run %s, not of %s: left out", folder, diagnosed, self.run_id)
+            return None
+        return pd.read_parquet(folder / "suspects.parquet")
+
+    def holds(self, path: Path) -> bool:
+        return Path(path).resolve().is_relative_to(self.path.resolve())
+
+    @contextmanager
+    def writing(self, path: Path) -> Iterator[None]:
+        """Under the run's lock when ``path`` lies inside the run (a map run publishing there replaces the
+        folder), else with no lock."""
+        with run_lock(self.path) if self.holds(path) else _no_lock():
+            yield

@@ -37,6 +37,7 @@ from admap import __version__
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, UNMAPPED
 from admap.inputs import DEMO_DATASET
 from admap.plot import REGION_COLOURS
+from admap.run_folder import run_label
 
 logger = logging.getLogger(__name__)
 
@@ -58,22 +59,6 @@ class OtherRun:
 
     label: str
     regions: pd.Series  # region by instruction_id
-
-
-def scorer_label(summary: dict) -> str:
-    """The scorer of a run with its model, e.g. ``reference (all-MiniLM-L6-v2)``."""
-    models = summary.get("models", {})
-    scorer = models.get("scorer", "unknown")
-    model = {
-        "reference": "embedding_model",
-        "learned": "learned_model",
-        "reward": "reward_model",
-        "judge": "judge_model",
-    }.get(scorer)
-    label = f"{scorer} ({models[model]})" if model and models.get(model) else scorer
-    if summary.get("config", {}).get("length_debias"):
-        label += ", length-debiased"
-    return label
 
 
 def dataset_label(summary: dict) -> str:
@@ -280,7 +265,7 @@ def build_payload(
         "meta": {
             "title": f"Alignment Data Map — {dataset_label(summary)}",
             "name": name,
-            "scorer": scorer_label(summary),
+            "scorer": run_label(summary),
             "region_method": thresholds.get("method"),
             "thresholds": {key: finite_or_none(thresholds.get(key)) for key in ("variance", "mean")},
             "instructions_total": int(len(map_table)),

@@ -4,7 +4,9 @@ all select through it.
 
 A strategy sees one finished `admap map` run (`SelectionInputs`) and returns the ids of the
 instructions it keeps. Every strategy but ``full`` returns exactly ``size`` ids, so that subsets
-compared in an experiment hold the same number of instructions.
+compared in an experiment hold the same number of instructions. A strategy with settings of its
+own declares them as a dataclass ``Options`` on its class and is built as ``Strategy(options)``:
+its flags are ``--<name>-<option>`` and its YAML section ``selection: {<name>: ...}``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from admap.config import option
+from admap.config import Registered, entry_options, option, registered
 from admap.datamap import HIGH_MEAN
 from admap.registry import Registry
 
@@ -47,7 +49,8 @@ class SelectionInputs:
 
 class SelectionStrategy(Protocol):
     """Picks instruction ids from ``inputs.candidates``: exactly ``size`` of them, unless the class sets
-    ``exact_size = False`` (``full``: all of them)."""
+    ``exact_size = False`` (``full``: all of them). Built with no argument, or with its ``Options``
+    when it declares them."""
 
     name: str
 
@@ -69,12 +72,39 @@ class SelectionOptions:
         None, "share of mapped instructions to keep (default: as many as the map's high-mean region, about a third)"
     )
     seed: int = option(42, "seed of the random strategy (the paper: 42)")
-    dynamics: str | None = option(None, "strategy ambiguous: pair_margins.parquet of an earlier full-data DPO run")
+    # Training dynamics are an input, like the map: any strategy may read them (ambiguous does).
+    dynamics: str | None = option(
+        None,
+        "training dynamics for the strategies that read them (ambiguous): pair_margins.parquet of an "
+        "earlier full-data DPO run",
+    )
+    strategy_options: Registered = registered(
+        STRATEGIES, selector="strategy", help="each strategy's own options, under its name (--<strategy>-<option>)"
+    )
 
     def __post_init__(self) -> None:
         STRATEGIES.get(self.strategy)  # an unknown name gets close matches
         if self.fraction is not None and not 0 < self.fraction <= 1:
             raise ValueError(f"selection.fraction must be in (0, 1], got {self.fraction}")
+
+    def select(self, inputs: SelectionInputs) -> np.ndarray:
+        """The instruction ids the chosen strategy keeps, with its own options."""
+        return select_instructions(
+            self.strategy,
+            inputs,
+            fraction=self.fraction,
+            seed=self.seed,
+            options=self.strategy_options[self.strategy],
+        )
+
+
+def build_strategy(name: str, options: object | None = None) -> SelectionStrategy:
+    """The registered strategy ``name``, built with ``options`` (its defaults when None) if it declares any."""
+    strategy_class = STRATEGIES.get(name)
+    options_class = entry_options(strategy_class)
+    if options_class is None:
+        return strategy_class()
+    return strategy_class(options if options is not None else options_class())
 
 
 def subset_size(inputs: SelectionInputs, fraction: float | None) -> int:
@@ -108,10 +138,12 @@ def select_instructions(
     fraction: float | None = None,
     size: int | None = None,
     seed: int = 42,
+    options: object | None = None,
 ) -> np.ndarray:
     """Run the named strategy and check its answer: unique mapped ids, exactly the subset size unless
     the strategy says otherwise (``full``: every mapped instruction). The size is ``size`` when given
-    (`admap map` writes each region whole), else `subset_size` of ``fraction``."""
+    (`admap map` writes each region whole), else `subset_size` of ``fraction``. ``options``: the
+    strategy's own (its defaults when None)."""
     if size is None:
         size = subset_size(inputs, fraction)
     elif fraction is not None:
@@ -119,7 +151,7 @@ def select_instructions(
     elif not 0 <= size <= len(inputs.candidates):
         raise ValueError(f"size must be within [0, {len(inputs.candidates)}], got {size}")
     strategy_class = STRATEGIES.get(strategy)
-    chosen = np.asarray(strategy_class().select(inputs, size=size, seed=seed))
+    chosen = np.asarray(build_strategy(strategy, options).select(inputs, size=size, seed=seed))
     candidates = set(inputs.candidates["instruction_id"])
     unknown = [i for i in chosen if i not in candidates]
     if unknown:

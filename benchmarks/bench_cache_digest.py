@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from admap.benchmark.hardware import cpuinfo_field
 from admap.embed import text_keys
 from admap.embedding_store import VECTORS_SUFFIX, EmbeddingStore
 from admap.encoders import EmbeddingSpec
+from admap.provenance import cpuinfo_field
 
 
 def measure(folder: Path, *, gib: float, rows: int, dimension: int, repeats: int) -> dict:

@@ -25,7 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from admap.benchmark.hardware import in_fresh_process, machine, reset_peak_rss, status_bytes
+from admap.provenance import machine
+from admap.timing.hardware import in_fresh_process, reset_peak_rss, status_bytes
 
 WORDS = (
     "river stone light paper garden music winter signal market bridge engine forest number planet letter "

@@ -175,7 +175,7 @@ def _train_random_policy(args, size: dict, work: Path, *, lora: dict | None) -> 
     import pandas as pd
     import torch
 
-    from admap.pipeline import write_jsonl
+    from admap.durable import write_jsonl
     from experiments.config import TrainOptions
     from experiments.random_policy import write_random_policy
     from experiments.train import train_dpo
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict | int:
     if args.child:
         return run_child(args)
 
-    from admap.benchmark.hardware import machine
+    from admap.provenance import machine
 
     record: dict = {
         "command": shlex.join(["python", "benchmarks/gpu_check.py", *argv]),

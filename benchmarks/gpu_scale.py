@@ -45,7 +45,6 @@ On a CPU, small: ``python benchmarks/gpu_scale.py --instructions 500 --device cp
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import json
 import logging
@@ -69,12 +68,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The device machine has no installed admap: run from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from admap.benchmark.hardware import machine  # noqa: E402
+from admap.commands.map import MapConfig, run_map  # noqa: E402
 from admap.embed import EmbeddingOptions  # noqa: E402
 from admap.generate.options import GeneratorOptions  # noqa: E402
 from admap.inputs import InputOptions  # noqa: E402
 from admap.models import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model  # noqa: E402
-from admap.pipeline import MapConfig, run_map  # noqa: E402
+from admap.provenance import machine, machine_line, provenance  # noqa: E402
 
 logger = logging.getLogger("gpu_scale")
 
@@ -539,7 +538,7 @@ def measure_map(config: MapConfig) -> dict:
     run_dir = run_map(config, progress=False, command=map_command(config))
     wall = time.perf_counter() - start
     summary = json.loads((run_dir / "summary.json").read_text())
-    timings, embedding = summary["timings_s"], summary["embedding"]
+    timings, embedding = summary["timings_s"], summary["scorer"]["embedding"]
     return {
         "command": map_command(config),
         "wall_seconds": round(wall, 3),
@@ -571,7 +570,6 @@ def machine_facts(device: str) -> dict:
     import torch
 
     facts = machine(device)
-    facts["torch_cuda"] = torch.version.cuda
     if device.startswith("cuda"):
         facts["gpu_memory_bytes"] = torch.cuda.get_device_properties(device).total_memory
         facts["cudnn"] = torch.backends.cudnn.version()
@@ -615,7 +613,8 @@ def markdown_summary(record: dict) -> str:
         f"{data['completions']:,} completions + {data['proxies']:,} proxies "
         f"(median words {data['words']['completion']['median']:.0f} / {data['words']['proxy']['median']:.0f}); "
         f"model {record['model']}; admap {first['embedding']['precision']}",
-        f"machine: {m.get('gpu', m['cpu'])}, {m['cpu_count']} CPUs, torch {m['torch']} (CUDA {m['torch_cuda']})",
+        f"machine: {machine_line(m)}, {m['cpu_count']} CPUs, torch {record['versions'].get('torch')} "
+        f"(CUDA {m.get('torch_cuda')})",
         f"command: `{record['command']}`",
         "",
         "| measurement | value |",
@@ -646,8 +645,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     record: dict = {
         "complete": False,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", "benchmarks/gpu_scale.py", *(sys.argv[1:] if argv is None else argv)]),
+        **provenance(shlex.join(["python", "benchmarks/gpu_scale.py", *(sys.argv[1:] if argv is None else argv)])),
         "arguments": vars(args),
         "model": args.model,
         "machine": machine_facts(args.device),

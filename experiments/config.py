@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from admap.commands.map import MapConfig
 from admap.config import option, to_dict
 from admap.generate.options import GeneratorOptions
-from admap.pipeline import MapConfig
 from baselines import SelectionOptions
 
 STAGES = ("select", "train", "answer", "judge")

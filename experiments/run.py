@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -26,39 +23,20 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from admap.commands.map import run_map
 from admap.config import add_arguments, from_arguments, to_dict
-from admap.durable import publish
+from admap.durable import publish, write_jsonl
 from admap.models import pick_device
-from admap.pipeline import package_versions, read_run, require_run, run_map, write_jsonl
-from admap.run_folder import IncompleteRun, read_summary
+from admap.provenance import git_commit, machine_line, package_versions
+from admap.run_folder import IncompleteRun, MapRun
 from admap.select import preference_pairs, trl_records
-from baselines import SelectionInputs, select_instructions
+from baselines import SelectionInputs
 from experiments import tracking
 from experiments.config import ExperimentConfig
 from experiments.evaluation import evaluate_policy, reference_answers
 from experiments.train import MARGIN_COLUMNS, policy_checkpoint, train_dpo
 
 logger = logging.getLogger(__name__)
-
-
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip()
-
-
-def machine() -> str:
-    """What the run ran on, for the results table."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({platform.machine()})"
 
 
 def process_state(config: ExperimentConfig):
@@ -79,34 +57,31 @@ def ensure_map(config: ExperimentConfig, *, progress: bool) -> Path:
     """The map run directory: ``map_run``, else ``map.out`` or this experiment's map for these
     settings, built once (a map that is already complete is reused)."""
     if config.map_run:
-        return require_run(config.map_run)
+        return MapRun.open(config.map_run).path
     map_dir = config.experiment_dir / "maps" / f"{config.map.input.stem}-{config.map.scorer}-{config.map_fingerprint()}"
     if config.map.out:
         map_dir = Path(config.map.out)
     try:
-        require_run(map_dir)
+        MapRun.open(map_dir)
     except IncompleteRun:
         run_map(replace(config.map, out=str(map_dir)), progress=progress)
     return map_dir
 
 
 def selection_inputs(map_dir: Path, config: ExperimentConfig) -> SelectionInputs:
-    responses, map_table, annotated = read_run(map_dir)
-    summary = read_summary(map_dir)
-    map_config = summary["config"]
+    run = MapRun.open(map_dir)
+    responses, map_config = run.scores(), run.summary["config"]
     pairs = preference_pairs(
-        responses, rule=map_config["pair_rule"], annotated=annotated, seed=map_config.get("seed", 42)
+        responses, rule=map_config["pair_rule"], annotated=run.preferences(), seed=map_config.get("seed", 42)
     )
     dynamics = pd.read_parquet(config.selection.dynamics) if config.selection.dynamics else None
-    return SelectionInputs(map_table, responses, pairs, scorer=map_config["scorer"], dynamics=dynamics)
+    return SelectionInputs(run.map_table(), responses, pairs, scorer=run.scorer, dynamics=dynamics)
 
 
 def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Path, *, map_run_id: str | None) -> dict:
     """Write the subset's TRL pairs and ``selection.json`` (naming the map run it selected from);
     returns the selection record."""
-    ids = select_instructions(
-        config.selection.strategy, inputs, fraction=config.selection.fraction, seed=config.selection.seed
-    )
+    ids = config.selection.select(inputs)
     pairs = inputs.pairs[inputs.pairs["instruction_id"].isin(set(ids))].reset_index(drop=True)
     if pairs.empty:
         raise ValueError(f"strategy {config.selection.strategy!r} selected {len(ids)} instructions with no pairs")
@@ -114,6 +89,7 @@ def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Pat
     publish(run_dir / "pairs.parquet", lambda staging: pairs.to_parquet(staging, index=False))
     record = {
         "strategy": config.selection.strategy,
+        "strategy_options": to_dict(config.selection).get(config.selection.strategy),
         "fraction": config.selection.fraction,
         "seed": config.selection.seed,
         "n_candidates": int(len(inputs.candidates)),
@@ -181,7 +157,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, command: 
             "experiment": config.name,
             "run_id": run_id,
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine(),
+            "machine": machine_line(),
             "git_commit": git_commit(),
             "wall_s": round(time.perf_counter() - started, 1),
             "command": command,
@@ -204,7 +180,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, command: 
 
 
 def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_run, *, state, progress: bool) -> dict:
-    map_summary = read_summary(map_dir)
+    map_summary = MapRun.open(map_dir).summary
     row: dict = {
         "dataset": map_summary["config"]["input"]["dataset"],
         "scorer": map_summary["config"]["scorer"],

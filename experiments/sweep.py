@@ -22,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from admap.config import build, deep_merge, option, read_yaml
+from admap.provenance import machine_line
 from experiments.config import ExperimentConfig
-from experiments.run import configure_logging, machine, run_experiment
+from experiments.run import configure_logging, run_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def write_sweep_results(sweep: SweepConfig, rows: pd.DataFrame, *, command: str)
         "```",
         "",
         f"Data: {first.get('dataset')} (map scorer {first.get('scorer')}). Policy: {first.get('model')}. "
-        f"Judge: {first.get('judge', 'none')}. Machine: {machine()}. Seeds: "
+        f"Judge: {first.get('judge', 'none')}. Machine: {machine_line()}. Seeds: "
         f"{', '.join(str(s) for s in sorted(rows['seed'].dropna().unique()))}.",
         "Per-run rows (with run ids, dates, git commits and wall times): "
         f"`{csv_path.name}`. Standard errors (`_se`) are over questions.",
@@ -180,7 +181,7 @@ def write_sweep_results(sweep: SweepConfig, rows: pd.DataFrame, *, command: str)
         rows,
         folder / f"{sweep.name}.png",
         title=f"{sweep.name}: {first.get('model')} on {first.get('dataset')}, judge {first.get('judge', 'none')}, "
-        f"{machine()}",
+        f"{machine_line()}",
     )
     if figure is not None:
         header.append(f"![{sweep.name}]({figure.name})\n")

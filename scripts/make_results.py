@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ import pandas as pd
 
 from admap.datamap import REGION_LABELS, REGIONS, UNMAPPED
 from admap.plot import markdown_table
+from admap.provenance import machine_line
 
 
 def region_table(run_dir: Path) -> pd.DataFrame:
@@ -46,16 +46,6 @@ def region_table(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
@@ -68,11 +58,10 @@ def main() -> None:
     table = region_table(run_dir)
     table.to_csv(results / f"{arguments.name}_regions.csv", index=False, float_format="%.4f")
     shutil.copyfile(run_dir / "map.png", results / f"{arguments.name}_map.png")
-    models = summary["models"]
     source = Path(summary["dataset"]["source"])
     repo = Path(__file__).resolve().parents[1]
     shown_source = source.relative_to(repo) if source.is_relative_to(repo) else source
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}"
+    machine = f"{machine_line()}, {platform.system()}"
     scores = pd.read_parquet(run_dir / "scores.parquet")
     agreement = scores[["alignment_score", "rating"]].dropna().corr(method="spearman").iloc[0, 1]
     length = scores[["alignment_score", "response_words"]].dropna().corr(method="spearman").iloc[0, 1]
@@ -81,7 +70,7 @@ def main() -> None:
         "",
         f"- data: {shown_source} ({summary['dataset']['format']}; "
         f"{summary['dataset']['instructions']} instructions, {summary['dataset']['responses']} responses)",
-        f"- score: {models['scorer']} with {models['embedding_model']}; proxies: {models['proxy_generator']}",
+        f"- score: {summary['scorer']['label']}; proxies: {summary['proxy_generator']}",
         f"- regions: {summary['thresholds']['method']} split; variance boundary "
         f"{summary['thresholds']['variance']:.4f}, mean boundary {summary['thresholds']['mean']:.4f}",
         f"- machine: {machine}; admap {summary['admap_version']}, torch {summary['versions'].get('torch')}",

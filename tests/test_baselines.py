@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from runs import map_without_models
 
+from admap.commands.map import MAP_STRATEGIES, map_subset_ids
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGIONS, assign_regions
-from admap.pipeline import MAP_STRATEGIES, map_subset_ids, read_run
+from admap.run_folder import MapRun
 from admap.select import preference_pairs
 from baselines import STRATEGIES, SelectionInputs, select_instructions, subset_size
 from baselines.ambiguous import pair_variability
@@ -53,8 +54,9 @@ def _dynamics(pairs, *, epochs=3, seed=0):
 
 def _inputs(run):
     """SelectionInputs of a finished run, with its own pair rule and synthetic training dynamics."""
-    responses, map_table, annotated = read_run(run)
-    config = json.loads((run / "summary.json").read_text())["config"]
+    map_run = MapRun.open(run)
+    responses, map_table, annotated = map_run.scores(), map_run.map_table(), map_run.preferences()
+    config = map_run.summary["config"]
     pairs = preference_pairs(responses, rule=config["pair_rule"], annotated=annotated, seed=config["seed"])
     return SelectionInputs(map_table, responses, pairs, config["scorer"], _dynamics(pairs))
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from admap.benchmark.embedding import encoder_flops, per_pair_loop, plain_encode_scores, with_stand_in_proxies
-from admap.benchmark.run import TARGETS, bench_table, targets_met
 from admap.cli import main
+from admap.commands.bench import TARGETS, bench_table, targets_met
 from admap.inputs import InputOptions
+from admap.timing.embedding import encoder_flops, per_pair_loop, plain_encode_scores, with_stand_in_proxies
 
 
 def test_targets_are_checked_in_the_right_direction():

@@ -244,7 +244,8 @@ def test_admap_map_with_a_damaged_embedding_cache_maps_as_with_a_fresh_one(tmp_p
         rerun = map_with_cache("cache", "rerun")
     assert str(vectors) in caplog.text
     pd.testing.assert_frame_equal(rerun, fresh, check_exact=True)
-    (reported,) = json.loads((tmp_path / "rerun" / "summary.json").read_text())["embedding"]["quarantined_shards"]
+    summary = json.loads((tmp_path / "rerun" / "summary.json").read_text())
+    (reported,) = summary["scorer"]["embedding"]["quarantined_shards"]
     assert reported["file"] == str(vectors)
 
 

@@ -8,9 +8,11 @@ import pytest
 import yaml
 
 from admap.cli import build_parser, main
+from admap.commands.map import MapConfig
+from admap.commands.proxy import ProxyConfig
+from admap.commands.select import SelectConfig
 from admap.config import from_arguments
 from admap.inputs import demo_dataset_path
-from admap.pipeline import MapConfig, ProxyConfig, SelectConfig
 
 
 def _config(argv):

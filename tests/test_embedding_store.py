@@ -203,8 +203,8 @@ def test_option_errors():
 
 @pytest.mark.slow
 def test_bf16_is_checked_against_fp32_and_falls_back(tmp_path):
-    from admap.benchmark.embedding import with_stand_in_proxies
     from admap.inputs import InputOptions
+    from admap.timing.embedding import with_stand_in_proxies
 
     demo = InputOptions().read(progress=False)
     # The demo set carries no proxies: its instructions stand in for them (the check compares precisions).

@@ -17,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from admap.pipeline import require_run
-from admap.run_folder import lock_path
+from admap.run_folder import MapRun, lock_path
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE_SUMMARY_KEYS = ("run_id", "created", "timings_s", "command", "files")
@@ -125,7 +124,7 @@ def test_a_killed_run_leaves_one_complete_run_and_a_rerun_matches(point, previou
     assert killed.returncode == -9, killed.stderr[-2000:]
 
     if out.exists():
-        require_run(out)
+        MapRun.open(out)
         if files_of(out) != before:
             assert_same_run(out, reference)
         assert admap("select", str(out), "--strategy", "high_mean", watch=tmp_path).returncode == 0

@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from admap.commands.map import MapConfig
+from admap.config import build
 from admap.generate.base import Completion
 from admap.generate.local import TransformersGenerator
-from admap.generate.options import GeneratorOptions
-from admap.pipeline import MapConfig
-from admap.score import SCORERS
 from admap.score.judge import VERDICT_COLUMNS, JudgeScorer, parse_rating
 from admap.score.judge_prompt import DEFAULT_JUDGE_PROMPT, load_judge_prompt
 
@@ -310,9 +309,9 @@ def test_multi_turn_dialogue_is_the_question():
 
 
 def test_samples_need_sampling():
-    config = MapConfig(scorer="judge", judge_samples=3)  # greedy by default
+    config = build(MapConfig, {"scorer": "judge", "judge": {"samples": 3}})  # greedy by default
     with pytest.raises(ValueError, match="--judge-temperature"):
-        JudgeScorer.from_config(config, progress=False)
+        config.build_scorer(progress=False)
     with pytest.raises(ValueError, match="--judge-temperature"):
         JudgeScorer(ScriptedJudge({}, temperature=0.0, seed=3), samples=2)
     with pytest.raises(ValueError, match="judge_samples must be >= 1"):
@@ -320,19 +319,15 @@ def test_samples_need_sampling():
 
 
 def test_from_config_builds_the_judge_without_loading_it(tmp_path):
-    config = MapConfig(
-        scorer="judge",
-        device="cpu",
-        judge=GeneratorOptions(max_new_tokens=96, temperature=0.7, generation_seed=5, cache_dir=str(tmp_path)),
-        judge_samples=3,
-    )
-    scorer = SCORERS.get("judge").from_config(config, progress=False)
+    generation = {"max_new_tokens": 96, "temperature": 0.7, "generation_seed": 5, "cache_dir": str(tmp_path)}
+    config = build(MapConfig, {"scorer": "judge", "device": "cpu", "judge": {"generation": generation, "samples": 3}})
+    scorer = config.build_scorer(progress=False)
     assert isinstance(scorer, JudgeScorer) and isinstance(scorer.generator, TransformersGenerator)
     assert (scorer.samples, scorer.cache_dir, scorer.generator.seed) == (3, str(tmp_path), 5)
     assert scorer.generator.max_new_tokens == 96 and scorer.generator._loaded is None
-    assert scorer.higher_is_better and not scorer.needs_proxy
+    assert not scorer.needs_proxy and scorer.label() == f"judge (transformers:{scorer.generator.model})"
     with pytest.raises(ValueError, match="--judge-generator"):
-        JudgeScorer.from_config(MapConfig(scorer="judge", judge=GeneratorOptions(generator="none")))
+        build(MapConfig, {"scorer": "judge", "judge": {"generation": {"generator": "none"}}}).build_scorer()
 
 
 # --- a real offline judge ---
@@ -343,8 +338,9 @@ def test_smollm2_judge_on_demo_and_hh_rlhf(tmp_path, hh_rlhf_path):
     from admap.inputs import demo_dataset_path
     from admap.load import load_preferences
 
-    config = MapConfig(scorer="judge", device="cpu", judge=GeneratorOptions(max_new_tokens=96, cache_dir=str(tmp_path)))
-    scorer = JudgeScorer.from_config(config, progress=False)
+    generation = {"max_new_tokens": 96, "cache_dir": str(tmp_path)}
+    config = build(MapConfig, {"scorer": "judge", "device": "cpu", "judge": {"generation": generation}})
+    scorer = config.build_scorer(progress=False)
     demo = load_preferences(demo_dataset_path(), limit=2, progress=False)
     hh = load_preferences(str(hh_rlhf_path), skip_invalid=True, limit=3, progress=False)
     for label, data in (("demo", demo), ("hh_rlhf", hh)):

@@ -43,7 +43,7 @@ def planted_pairs(
 
 def test_learned_is_registered_and_needs_no_proxy():
     assert "learned" in SCORERS and SCORERS.get("learned") is LearnedScorer
-    assert LearnedScorer.higher_is_better and not LearnedScorer.needs_proxy
+    assert not LearnedScorer.needs_proxy
 
 
 def test_instruction_folds_are_grouped_balanced_and_seeded():
@@ -196,12 +196,15 @@ def test_scorer_fits_the_datasets_pairs_out_of_fold(monkeypatch):
 
 
 def test_from_map_config():
-    from admap.pipeline import MapConfig
+    from admap.commands.map import MapConfig
+    from admap.config import build
 
-    config = MapConfig(scorer="learned", learned_folds=3, learned_regularization=0.5, learned_seed=9, device="cpu")
-    scorer = SCORERS.get("learned").from_config(config, progress=False)
+    config = build(
+        MapConfig, {"scorer": "learned", "learned": {"folds": 3, "regularization": 0.5, "seed": 9}, "device": "cpu"}
+    )
+    scorer = config.build_scorer(progress=False)
     assert (scorer.folds, scorer.regularization, scorer.seed, scorer.features) == (3, 0.5, 9, "embedding")
-    assert scorer.model == config.embedding_model
+    assert scorer.model == config.embedding_model and scorer.label() == f"learned ({config.embedding_model})"
 
 
 def test_admap_map_scorer_learned_refuses_too_few_instructions_before_loading_a_model(tmp_path, caplog):
@@ -222,12 +225,12 @@ def test_admap_map_scorer_learned_on_hh_rlhf(tmp_path, hh_rlhf_path):
     argv += ["--embed-precision", "bf16", "--embedding-cache-dir", str(tmp_path / "cache")]
     assert main([*argv, "--device", "cpu", "--no-view", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["models"]["learned_model"] == "all-MiniLM-L6-v2" and summary["proxies"] == {}
-    embedding, check = summary["embedding"], summary["embedding"]["precision_check"]
+    assert summary["scorer"]["model"] == "all-MiniLM-L6-v2" and summary["proxies"] == {}
+    embedding, check = summary["scorer"]["embedding"], summary["scorer"]["embedding"]["precision_check"]
     assert embedding["engine"] == "local" and embedding["precision"] == check["used"]
     assert check["requested"] == "bf16" and check["pairs"] >= 100 and check["spearman"] > 0.99
     assert embedding["encoded_texts"] == embedding["distinct_texts"] > 0
-    fit = summary["learned_fit"]
+    fit = summary["scorer"]["fit"]
     assert fit["pairs"] == len(pd.read_parquet(out / "preferences.parquet"))
     assert 0 <= fit["out_of_fold_agreement"] <= 1
     scores = pd.read_parquet(out / "scores.parquet")

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from admap.benchmark.map_stage import map_stage, measure_map_stage, synthetic_responses
 from admap.datamap import (
     HIGH_MEAN,
     HIGH_VARIANCE,
@@ -21,6 +20,7 @@ from admap.datamap import (
     stable_order,
 )
 from admap.select import PAIR_COLUMNS, preference_pairs, rows_of_instructions
+from admap.timing.map_stage import map_stage, measure_map_stage, synthetic_responses
 
 # The reference: admap.datamap and admap.select as they were before they were vectorized.
 

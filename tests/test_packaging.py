@@ -11,7 +11,7 @@ import numpy as np
 from packaging.requirements import Requirement
 
 from admap.faiss_build import FAISS_DISTRIBUTIONS, import_faiss, installed_faiss_distributions
-from admap.pipeline import package_versions
+from admap.provenance import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

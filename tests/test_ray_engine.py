@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from admap.commands.map import MapConfig, run_map
 from admap.embed import EmbeddingOptions, longest_first
 from admap.encoders import EmbeddingSpec, encode_texts
 from admap.engines import ENGINES
 from admap.engines.ray_data import PASSED_ENV, RayEngine, plan_actors
 from admap.generate.options import GeneratorOptions
 from admap.inputs import InputOptions, demo_dataset_path
-from admap.pipeline import MapConfig, run_map
 
 # Ray Data's own DataContext copies touch its deprecated fields; nothing admap can change.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -153,8 +153,13 @@ def test_map_on_ray_equals_the_local_map(ray_cluster, tmp_path):
 
     local_dir, local_summary = _map(tmp_path, "local", "local", proxy_file)
     ray_dir, ray_summary = _map(tmp_path, "ray", "ray", proxy_file)
-    assert local_summary["embedding"]["engine"] == "local" and ray_summary["embedding"]["engine"] == "ray"
-    assert ray_summary["embedding"]["encoded_texts"] == local_summary["embedding"]["encoded_texts"] > 0
+    assert (
+        local_summary["scorer"]["embedding"]["engine"] == "local"
+        and ray_summary["scorer"]["embedding"]["engine"] == "ray"
+    )
+    assert (
+        ray_summary["scorer"]["embedding"]["encoded_texts"] == local_summary["scorer"]["embedding"]["encoded_texts"] > 0
+    )
 
     local_scores = pd.read_parquet(local_dir / "scores.parquet")
     ray_scores = pd.read_parquet(ray_dir / "scores.parquet")
@@ -174,8 +179,8 @@ def test_map_on_ray_equals_the_local_map(ray_cluster, tmp_path):
 def test_the_precision_check_encodes_on_the_actors(ray_cluster, tmp_path):
     """bf16 under the ray engine: the check's sample is encoded by the actors in fp32 and in bf16, and the
     scores and the check match the local engine's (both on this machine's CPU)."""
-    from admap.benchmark.embedding import with_stand_in_proxies
     from admap.score.reference import ReferenceScorer
+    from admap.timing.embedding import with_stand_in_proxies
 
     demo = InputOptions(limit=30).read(progress=False)
     instructions, responses = with_stand_in_proxies(demo.instructions), demo.responses

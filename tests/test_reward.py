@@ -7,31 +7,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from admap.score import SCORERS
-from admap.score.reward import RewardScorer
+from admap.score import SCORERS, ScoringContext
+from admap.score.reward import RewardOptions, RewardScorer
 
 
 def test_reward_is_registered():
     assert "reward" in SCORERS
     assert SCORERS.get("reward") is RewardScorer
-    assert RewardScorer.higher_is_better and not RewardScorer.needs_proxy
+    assert not RewardScorer.needs_proxy
 
 
-def test_from_config_without_a_reward_model_names_the_option():
-    config = SimpleNamespace(reward_model=None, reward_batch_size=8, device="cpu")
+def test_from_options_without_a_reward_model_names_the_option():
+    context = ScoringContext(device="cpu", progress=False)
     with pytest.raises(ValueError, match="--reward-model"):
-        RewardScorer.from_config(config, progress=False)
-    scorer = RewardScorer.from_config(
-        SimpleNamespace(reward_model="some/rm", reward_batch_size=4, device="cpu", reward_trust_remote_code=True)
-    )
+        RewardScorer.from_options(RewardOptions(model=None, batch_size=8), context)
+    scorer = RewardScorer.from_options(RewardOptions(model="some/rm", batch_size=4, trust_remote_code=True), context)
     assert (scorer.model, scorer.batch_size, scorer.device, scorer.trust_remote_code) == ("some/rm", 4, "cpu", True)
+    assert scorer.label() == "reward (some/rm)" and scorer.report() == {"model": "some/rm"}
 
 
 def test_from_map_config_without_a_reward_model_raises():
-    from admap.pipeline import MapConfig
+    from admap.commands.map import MapConfig
 
     with pytest.raises(ValueError, match="--reward-model"):
-        SCORERS.get("reward").from_config(MapConfig(scorer="reward"), progress=False)
+        MapConfig(scorer="reward").build_scorer(progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,41 @@
-"""A strategy registered from outside admap reaches `admap select` and the experiments with no other file touched."""
+"""A strategy registered from outside admap, with an option of its own, reaches `admap select` and the
+experiments with no other file touched."""
 
 import json
+from dataclasses import dataclass
 from importlib import resources
+from typing import Literal
 
 import pandas as pd
 import pytest
 from runs import map_without_models
 
 from admap.cli import build_parser, main
+from admap.config import option
 from baselines import STRATEGIES, SelectionInputs
 from baselines.base import top_by
 from experiments.config import SelectionOptions
 
 
+@dataclass
+class ShortestPromptOptions:
+    measure: Literal["chars", "words"] = option("chars", "what 'shortest' counts")
+
+
 @STRATEGIES.register("shortest_prompt")
 class ShortestPrompt:
-    """The instructions with the fewest characters."""
+    """The instructions with the fewest characters (or words)."""
 
     name = "shortest_prompt"
+    Options = ShortestPromptOptions
+
+    def __init__(self, options: ShortestPromptOptions):
+        self.options = options
 
     def select(self, inputs: SelectionInputs, *, size: int, seed: int):
-        return top_by(inputs.candidates, inputs.candidates["instruction"].str.len(), size, descending=False)
+        text = inputs.candidates["instruction"]
+        length = text.str.len() if self.options.measure == "chars" else text.str.split().str.len()
+        return top_by(inputs.candidates, length, size, descending=False)
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +89,30 @@ def test_admap_select_help_lists_every_registered_strategy(capsys):
 def test_an_unknown_strategy_gets_close_matches():
     with pytest.raises(KeyError, match="did you mean 'shortest_prompt'"):
         SelectionOptions(strategy="shortest_prompts")
+
+
+def _words_oracle(run_dir, size):
+    instructions = pd.read_parquet(run_dir / "map.parquet")
+    counts = sorted(zip(instructions["instruction"].str.split().str.len(), instructions["instruction_id"]))
+    return {instruction_id for _, instruction_id in counts[:size]}
+
+
+def test_the_strategys_own_option_reaches_admap_select_and_the_experiments(demo_run, tmp_path, capsys):
+    argv = ["select", str(demo_run), "--strategy", "shortest_prompt", "--fraction", "0.5"]
+    out = tmp_path / "words.jsonl"
+    assert main([*argv, "--shortest-prompt-measure", "words", "--out", str(out)]) == 0
+    chosen = {json.loads(line)["instruction_id"] for line in out.read_text().splitlines()}
+    assert chosen == _words_oracle(demo_run, 24)
+
+    from admap.config import build
+    from experiments.config import ExperimentConfig
+    from experiments.run import select_stage, selection_inputs
+
+    selection = {"strategy": "shortest_prompt", "fraction": 0.5, "shortest_prompt": {"measure": "words"}}
+    config = build(ExperimentConfig, {"selection": selection})
+    record = select_stage(selection_inputs(demo_run, config), config, tmp_path, map_run_id=None)
+    assert (tmp_path / "pairs.jsonl").read_bytes() == out.read_bytes()
+    assert record["strategy_options"] == {"measure": "words"}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["select", "--help"])
+    assert "selection strategy shortest_prompt: what 'shortest' counts" in " ".join(capsys.readouterr().out.split())

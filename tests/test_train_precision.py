@@ -7,8 +7,8 @@ a small random Llama and real HH-RLHF pairs."""
 import pytest
 import torch
 
+from admap.durable import write_jsonl
 from admap.load import load_preferences
-from admap.pipeline import write_jsonl
 from admap.select import preference_pairs, trl_records
 from experiments.config import TrainOptions
 from experiments.random_policy import write_random_policy

@@ -14,7 +14,7 @@ from runs import map_without_models
 
 from admap import view
 from admap.cli import main
-from admap.pipeline import ViewConfig, run_view
+from admap.commands.view import ViewConfig, run_view
 
 HOSTILE = (
     "</script><script>alert(1)</script>",
@@ -63,7 +63,7 @@ def small_run(instructions: int = 6, responses: int = 3) -> tuple[pd.DataFrame, 
     summary = {
         "created": "2025-01-01T00:00:00+00:00",
         "config": {"input": {"dataset": "data/prefs.jsonl"}, "length_debias": False},
-        "models": {"scorer": "reference", "embedding_model": "all-MiniLM-L6-v2"},
+        "scorer": {"name": "reference", "label": "reference (all-MiniLM-L6-v2)", "model": "all-MiniLM-L6-v2"},
         "thresholds": {"method": "paper", "variance": 0.02, "mean": float("inf")},
     }
     return map_table, scores, summary

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from admap.pipeline import ViewConfig, run_view
+from admap.commands.view import ViewConfig, run_view
 from scripts.chromium import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow

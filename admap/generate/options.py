@@ -47,6 +47,8 @@ class GeneratorOptions:
     cache_dir: str | None = option(None, "cache folder (default: $ADMAP_CACHE/generations or ~/.cache/admap/...)")
 
     def __post_init__(self) -> None:
+        if self.generator != "none":
+            GENERATORS.get(self.generator)  # an unknown name gets close matches
         if self.generator_model is None and self.generator in GENERATORS:
             # Each generator names its own default: a local model's name means nothing to an API.
             self.generator_model = getattr(GENERATORS.get(self.generator), "default_model", None)
@@ -71,3 +73,8 @@ class GeneratorOptions:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+
+    @property
+    def label(self) -> str | None:
+        """``generator:model`` as summaries name it; None for generator ``none``."""
+        return None if self.generator == "none" else f"{self.generator}:{self.generator_model}"

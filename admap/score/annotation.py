@@ -5,11 +5,12 @@ and is what the other scorers are compared against."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from admap.score.base import SCORERS
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 
 
 def pair_counts(responses: pd.DataFrame, preferences: pd.DataFrame) -> pd.DataFrame:
@@ -39,13 +40,15 @@ def annotation_labels(responses: pd.DataFrame) -> np.ndarray:
 
 @SCORERS.register("annotation")
 @dataclass
-class AnnotationScorer:
-    name: str = "annotation"
-    higher_is_better: bool = True
-    needs_proxy: bool = False
+class AnnotationScorer(ScorerDefaults):
+    """The dataset's own labels as the score: a plain map of the annotations, the baseline the
+    other scores are compared with."""
+
+    name: ClassVar[str] = "annotation"
+    needs_proxy: ClassVar[bool] = False
 
     @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> AnnotationScorer:
+    def from_options(cls, options: None, context: ScoringContext) -> AnnotationScorer:
         return cls()
 
     def score(

@@ -14,14 +14,17 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from admap.config import option
 from admap.generate.base import Completion, Generator
 from admap.generate.cache import ResponseCache
+from admap.generate.options import GeneratorOptions
 from admap.generate.runner import GenerationStats, build_generator, generate_cached
-from admap.score.base import SCORERS
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 from admap.score.judge_prompt import DEFAULT_JUDGE_PROMPT, JudgePrompt, load_judge_prompt
 
 logger = logging.getLogger(__name__)
@@ -150,9 +153,18 @@ def samples_error(samples: int, temperature: float | None) -> str | None:
     return None
 
 
+@dataclass
+class JudgeOptions:
+    generation: GeneratorOptions = option(GeneratorOptions(max_new_tokens=384), "the judge model")
+    samples: int = option(1, "verdicts per response, their median is the score (>1 needs temperature)")
+    prompts: str | None = option(
+        None, "FastChat judge_prompts.jsonl to take single-v1 from (default: the copy admap ships)"
+    )
+
+
 @SCORERS.register("judge")
 @dataclass
-class JudgeScorer:
+class JudgeScorer(ScorerDefaults):
     """A judge LLM's 1-10 rating of each response (MT-Bench single-v1); the median of ``samples`` verdicts.
 
     ``scope`` (optional, e.g. the run directory) lets sampled verdicts of a non-deterministic judge
@@ -161,15 +173,16 @@ class JudgeScorer:
     ``verdict`` text, parsed ``rating``, generation ``error``) and ``generation_stats`` the counts.
     """
 
+    name: ClassVar[str] = "judge"
+    needs_proxy: ClassVar[bool] = False
+    Options: ClassVar[type] = JudgeOptions
+
     generator: Generator
     prompt: JudgePrompt = DEFAULT_JUDGE_PROMPT
     samples: int = 1
     cache: bool = True
     cache_dir: str | None = None
     scope: str | None = None
-    name: str = "judge"
-    higher_is_better: bool = True
-    needs_proxy: bool = False
     verdicts: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=VERDICT_COLUMNS), init=False, repr=False
     )
@@ -183,23 +196,42 @@ class JudgeScorer:
             raise ValueError(problem)
 
     @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> JudgeScorer:
-        """The judge of ``config.judge`` (its progress bar follows ``progress``); samples from ``judge_samples``."""
-        options = config.judge
-        problem = samples_error(config.judge_samples, options.temperature)
+    def from_options(cls, options: JudgeOptions, context: ScoringContext) -> JudgeScorer:
+        """The judge of ``options.generation`` (its progress bar follows the context's)."""
+        generation = options.generation
+        problem = samples_error(options.samples, generation.temperature)
         if problem:
             raise ValueError(problem)
-        prompt = load_judge_prompt(config.judge_prompts)
-        generator = build_generator(options, device=config.device, progress=progress)
+        prompt = load_judge_prompt(options.prompts)
+        generator = build_generator(generation, device=context.device, progress=context.progress)
         if generator is None:
             raise ValueError("scorer judge needs a judge model: --judge-generator none judges nothing")
         return cls(
             generator=generator,
             prompt=prompt,
-            samples=config.judge_samples,
-            cache=options.cache,
-            cache_dir=options.cache_dir,
+            samples=options.samples,
+            cache=generation.cache,
+            cache_dir=generation.cache_dir,
         )
+
+    @property
+    def model(self) -> str:
+        return f"{self.generator.name}:{self.generator.model}"
+
+    def label(self) -> str:
+        return f"{self.name} ({self.model})"
+
+    def report(self) -> dict:
+        return {
+            "model": self.model,
+            "samples": self.samples,
+            "prompt": self.prompt.name,
+            "generation": self.generation_stats.to_dict() if self.generation_stats else None,
+        }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every raw verdict, kept beside the scores for audit."""
+        return {"judgments.parquet": self.verdicts}
 
     def _sample_scope(self, sample: int) -> str | None:
         if self.scope is None:

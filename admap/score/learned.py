@@ -18,16 +18,17 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from admap.config import option
 from admap.embed import EmbeddingOptions, EmbeddingReport
 from admap.embedding_store import stored_embeddings
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device
-from admap.score.base import SCORERS
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 from admap.score.reward import plain_rendering
 from admap.select import preference_pairs
 
@@ -277,11 +278,29 @@ def lm_hidden_features(
 FEATURE_SOURCES = ("embedding", "lm_hidden")
 
 
+@dataclass
+class LearnedOptions:
+    features: Literal["embedding", "lm_hidden"] = option(
+        "embedding",
+        "features of each response, a sentence embedding (--embedding-model) or a causal LM's mean-pooled last "
+        "hidden state over the response read in its conversation (--learned-lm)",
+    )
+    lm: str = option(DEFAULT_GENERATOR_MODEL, "features lm_hidden: a causal LM (id or path)")
+    max_length: int = option(512, "features lm_hidden: tokens per conversation (cut on the left)")
+    folds: int = option(5, "folds of instructions; each response is scored by the model fitted on the others")
+    regularization: float = option(DEFAULT_REGULARIZATION, "L2 penalty per pair of the pairwise logistic model")
+    seed: int = option(42, "seed of the instructions' fold assignment")
+
+
 @SCORERS.register("learned")
 @dataclass
-class LearnedScorer:
+class LearnedScorer(ScorerDefaults):
     """A pairwise model of the dataset's own preferences, cross-fitted over instruction folds: each
     response's score is its out-of-fold utility (see the module docstring)."""
+
+    name: ClassVar[str] = "learned"
+    needs_proxy: ClassVar[bool] = False
+    Options: ClassVar[type] = LearnedOptions
 
     features: Literal["embedding", "lm_hidden"] = "embedding"
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
@@ -296,9 +315,6 @@ class LearnedScorer:
     device: str = "auto"
     options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
     progress: bool = True
-    name: str = "learned"
-    higher_is_better: bool = True
-    needs_proxy: bool = False
     # What the last `score` fitted: pairs, folds, out-of-fold agreement (written to summary.json).
     fit_summary: dict | None = field(default=None, init=False, repr=False, compare=False)
     # What the last embedding features embedded, cached and checked (written to summary.json); None for lm_hidden.
@@ -315,20 +331,30 @@ class LearnedScorer:
             raise ValueError(f"learned max_length must be >= 1, got {self.max_length}")
 
     @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> LearnedScorer:
+    def from_options(cls, options: LearnedOptions, context: ScoringContext) -> LearnedScorer:
         return cls(
-            features=config.learned_features,
-            embedding_model=config.embedding_model,
-            lm_model=config.learned_lm,
-            folds=config.learned_folds,
-            regularization=config.learned_regularization,
-            seed=config.learned_seed,
-            batch_size=config.embed_batch_size,
-            max_length=config.learned_max_length,
-            device=config.device,
-            options=config.embedding,
-            progress=progress,
+            features=options.features,
+            embedding_model=context.embedding_model,
+            lm_model=options.lm,
+            folds=options.folds,
+            regularization=options.regularization,
+            seed=options.seed,
+            batch_size=context.embed_batch_size,
+            max_length=options.max_length,
+            device=context.device,
+            options=context.embedding,
+            progress=context.progress,
         )
+
+    def label(self) -> str:
+        return f"{self.name} ({self.model})"
+
+    def report(self) -> dict:
+        return {
+            "model": self.model,
+            "fit": self.fit_summary,
+            "embedding": self.embedding_report.to_dict() if self.embedding_report else None,
+        }
 
     @property
     def model(self) -> str:

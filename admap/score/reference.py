@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from admap.embed import EmbeddingOptions, EmbeddingReport
 from admap.embedding_store import stored_embeddings
 from admap.faiss_build import import_faiss
 from admap.models import DEFAULT_EMBEDDING_MODEL
-from admap.score.base import SCORERS
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,17 @@ def reference_scores(
 
 @SCORERS.register("reference")
 @dataclass
-class ReferenceScorer:
+class ReferenceScorer(ScorerDefaults):
     """Similarity to the proxy response (the paper's reference-based alignment score).
 
     Distinct texts are embedded once into the on-disk `EmbeddingStore` (reused across runs), and
     the scores are read back chunk by chunk, so memory stays bounded by ``options.embed_chunk_size``.
+    Its model and embedding settings are the run's shared ones (`ScoringContext`): the learned
+    scorer embeds with the same encoder and cache.
     """
+
+    name: ClassVar[str] = "reference"
+    needs_proxy: ClassVar[bool] = True
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     # None: 16 on the CPU, 128 on CUDA, the device the engine encodes on (`default_batch_size`).
@@ -74,22 +80,28 @@ class ReferenceScorer:
     options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
     progress: bool = True
     seed: int = 42
-    name: str = "reference"
-    higher_is_better: bool = True
-    needs_proxy: bool = True
     # What the last `score` embedded, cached and checked (written to summary.json).
     embedding_report: EmbeddingReport | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> ReferenceScorer:
+    def from_options(cls, options: None, context: ScoringContext) -> ReferenceScorer:
         return cls(
-            embedding_model=config.embedding_model,
-            batch_size=config.embed_batch_size,
-            device=config.device,
-            options=config.embedding,
-            progress=progress,
-            seed=config.seed,
+            embedding_model=context.embedding_model,
+            batch_size=context.embed_batch_size,
+            device=context.device,
+            options=context.embedding,
+            progress=context.progress,
+            seed=context.seed,
         )
+
+    def label(self) -> str:
+        return f"{self.name} ({self.embedding_model})"
+
+    def report(self) -> dict:
+        return {
+            "model": self.embedding_model,
+            "embedding": self.embedding_report.to_dict() if self.embedding_report else None,
+        }
 
     def score(
         self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None

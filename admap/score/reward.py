@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from admap.config import option
 from admap.models import pick_device, resolve_dtype
-from admap.score.base import SCORERS
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +24,16 @@ def plain_rendering(messages: list[dict]) -> str:
     return "\n".join(f"{str(m.get('role', 'user')).capitalize()}: {m.get('content', '')}" for m in messages)
 
 
+@dataclass
+class RewardOptions:
+    model: str | None = option(None, "a sequence-classification reward model (id or path)")
+    batch_size: int = option(8, "responses per batch")
+    trust_remote_code: bool = option(False, "run the model's own code from its repository (ArmoRM needs it)")
+
+
 @SCORERS.register("reward")
 @dataclass
-class RewardScorer:
+class RewardScorer(ScorerDefaults):
     """The reward of each response to its conversation, from a sequence-classification reward model.
 
     The conversation (the instruction's messages plus the response as the assistant turn) is
@@ -34,6 +43,10 @@ class RewardScorer:
     keeps every token's position the same as in an unbatched run.
     """
 
+    name: ClassVar[str] = "reward"
+    needs_proxy: ClassVar[bool] = False
+    Options: ClassVar[type] = RewardOptions
+
     model: str
     batch_size: int = 8
     device: str = "auto"
@@ -41,9 +54,6 @@ class RewardScorer:
     max_length: int = 2048
     trust_remote_code: bool = False
     progress: bool = True
-    name: str = "reward"
-    higher_is_better: bool = True
-    needs_proxy: bool = False
     _loaded: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -55,19 +65,25 @@ class RewardScorer:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
 
     @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> RewardScorer:
-        if not config.reward_model:
+    def from_options(cls, options: RewardOptions, context: ScoringContext) -> RewardScorer:
+        if not options.model:
             raise ValueError(
                 "scorer 'reward' needs a sequence-classification reward model: pass --reward-model "
                 "(a hub id such as Skywork/Skywork-Reward-V2-Llama-3.1-8B, or a local path)"
             )
         return cls(
-            model=config.reward_model,
-            batch_size=config.reward_batch_size,
-            device=config.device,
-            trust_remote_code=config.reward_trust_remote_code,
-            progress=progress,
+            model=options.model,
+            batch_size=options.batch_size,
+            device=context.device,
+            trust_remote_code=options.trust_remote_code,
+            progress=context.progress,
         )
+
+    def label(self) -> str:
+        return f"{self.name} ({self.model})"
+
+    def report(self) -> dict:
+        return {"model": self.model}
 
     def load(self):
         """``(model, tokenizer)``, loaded once per scorer."""

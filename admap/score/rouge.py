@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from admap.score.base import SCORERS
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 
 TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -48,13 +49,14 @@ def rouge_l_f1(candidate: str, reference: str) -> float:
 
 @SCORERS.register("rouge_l")
 @dataclass
-class RougeLScorer:
-    name: str = "rouge_l"
-    higher_is_better: bool = True
-    needs_proxy: bool = True
+class RougeLScorer(ScorerDefaults):
+    """ROUGE-L F1 of each response against its proxy: a lexical reference score with no model."""
+
+    name: ClassVar[str] = "rouge_l"
+    needs_proxy: ClassVar[bool] = True
 
     @classmethod
-    def from_config(cls, config, *, progress: bool = True) -> RougeLScorer:
+    def from_options(cls, options: None, context: ScoringContext) -> RougeLScorer:
         return cls()
 
     def score(

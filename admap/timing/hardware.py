@@ -1,10 +1,10 @@
-"""Facts about the machine a benchmark ran on, its measured matmul peak, and other processes' load."""
+"""What a timing needs beside the clock: the measured matmul peak, other processes' load, peak memory,
+and a fresh process to measure in. (The machine's facts are `admap.provenance.machine`.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -62,38 +62,6 @@ class OtherLoad:
             wall = time.perf_counter() - self._wall
             other = (system - self._system) - (time.process_time() - self._own)
             self.cores = round(max(other, 0.0) / max(wall, 1e-9), 2)
-
-
-def cpuinfo_field(name: str) -> str | None:
-    """The first ``name`` line of Linux's /proc/cpuinfo (``model name``, ``flags``), else None."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith(name):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def machine(device: str) -> dict[str, object]:
-    import sentence_transformers
-    import torch
-
-    facts: dict[str, object] = {
-        "platform": platform.platform(),
-        "cpu": cpuinfo_field("model name") or platform.processor() or "unknown",
-        "cpu_count": os.cpu_count(),
-        "amx_bf16": "amx_bf16" in (cpuinfo_field("flags") or "").split(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "sentence_transformers": sentence_transformers.__version__,
-        "device": device,
-    }
-    if device.startswith("cuda"):
-        facts["gpu"] = torch.cuda.get_device_name(device)
-    return facts
 
 
 def status_bytes(field: str) -> int:

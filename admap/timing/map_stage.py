@@ -3,7 +3,7 @@
 `measure_map_stage` runs in a fresh Python process so that its peak resident memory is the stage's
 own and not the caller's:
 
-    python -m admap.benchmark.map_stage --instructions 1000000
+    python -m admap.timing.map_stage --instructions 1000000
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from admap.benchmark.hardware import in_fresh_process, reset_peak_rss, status_bytes
 from admap.datamap import HIGH_MEAN, assign_regions, instruction_statistics, region_counts
 from admap.select import preference_pairs, rows_of_instructions
+from admap.timing.hardware import in_fresh_process, reset_peak_rss, status_bytes
 
 
 def synthetic_responses(n_instructions: int, responses_per_instruction: int = 4, seed: int = 0) -> pd.DataFrame:
@@ -107,7 +107,7 @@ def measure_map_stage(n_instructions: int = 1_000_000, responses_per_instruction
     machine's one-minute load average when the stage ends.
     """
     return in_fresh_process(
-        "admap.benchmark.map_stage", "measure_in_this_process", n_instructions, responses_per_instruction, seed
+        "admap.timing.map_stage", "measure_in_this_process", n_instructions, responses_per_instruction, seed
     )
 
 

@@ -6,25 +6,23 @@ to ``--out``.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import operator
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from admap import __version__
-from admap.benchmark.embedding import bench_embedding, with_stand_in_proxies
-from admap.benchmark.hardware import OtherLoad, machine, matmul_flops
-from admap.benchmark.map_stage import measure_map_stage
-from admap.benchmark.memory import measure_embedding_memory
+from admap.commands import Command
 from admap.config import option, to_dict
 from admap.embed import EmbeddingOptions, resolve_precision
 from admap.inputs import InputOptions
 from admap.models import DEFAULT_EMBEDDING_MODEL, pick_device
+from admap.provenance import machine, provenance
 from admap.proxy import attach_proxies
+from admap.timing.embedding import bench_embedding, with_stand_in_proxies
+from admap.timing.hardware import OtherLoad, matmul_flops
+from admap.timing.map_stage import measure_map_stage
+from admap.timing.memory import measure_embedding_memory
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +131,12 @@ def run_bench(config: BenchConfig, *, progress: bool = True, command: str | None
         record["embedding_memory"] = memory
     record["targets_met"] = targets_met(record)
     record.update(
-        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        command=command or shlex.join(sys.argv),
+        **provenance(command),
         dataset=config.input.label,
         model=config.embedding_model,
-        machine={**machine(device), "other_processes_cores": load.cores},
-        admap_version=__version__,
         config=to_dict(config),
     )
+    record["machine"] = {**machine(device), "other_processes_cores": load.cores}
     (out / "bench.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     table = bench_table(record)
     (out / "bench.md").write_text(table + "\n")
@@ -169,8 +165,8 @@ def bench_table(record: dict) -> str:
         f"admap bench: {record['dataset']}, {record['instructions']} instructions, {record['responses']} responses, "
         f"{record['texts']} texts ({record['distinct_texts']} distinct), {record['tokens']:,} tokens; "
         f"model {record['model']}; admap {record['precision']}, peers fp32",
-        f"machine: {m['cpu']}, {m['cpu_count']} cores, {m['device']}{', ' + m['gpu'] if 'gpu' in m else ''}; "
-        f"torch {m['torch']}; other processes' load {m['other_processes_cores']} cores",
+        f"machine: {m['cpu']}, {m['cpu_count']} cores, {m['device']}{''.join(', ' + gpu for gpu in m['gpus'][:1])}; "
+        f"torch {record['versions'].get('torch')}; other processes' load {m['other_processes_cores']} cores",
         f"command: `{record['command']}`",
         "",
         "| measurement | value | target | met |",
@@ -220,3 +216,8 @@ def bench_table(record: dict) -> str:
             )
         )
     return "\n".join(lines)
+
+
+COMMAND = Command(
+    "bench", BenchConfig, run_bench, "time the scoring core against its peers, the map stage at 1M, a cached rerun"
+)

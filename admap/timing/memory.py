@@ -14,7 +14,7 @@ import gc
 import numpy as np
 import pandas as pd
 
-from admap.benchmark.hardware import in_fresh_process, reset_peak_rss, status_bytes
+from admap.timing.hardware import in_fresh_process, reset_peak_rss, status_bytes
 
 WORDS = (
     "the model answer question data result value method example reason step first user code list "
@@ -79,7 +79,7 @@ def measure_embedding_memory(
 ) -> list[dict]:
     return [
         in_fresh_process(
-            "admap.benchmark.memory",
+            "admap.timing.memory",
             "embedding_stage_memory",
             size,
             chunk_size,

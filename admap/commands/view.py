@@ -1,0 +1,67 @@
+"""`admap view`: the interactive data map as one self-contained HTML page, optionally served on localhost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from admap import view
+from admap.commands import Command
+from admap.config import option
+from admap.run_folder import MapRun
+
+
+@dataclass
+class ViewConfig:
+    """`admap view`: the interactive data map as one self-contained HTML page (offline, no CDN)."""
+
+    run_dir: str = option(help="a run directory written by `admap map`", positional=True)
+    out: str | None = option(None, "output HTML (default: RUN_DIR/view.html)")
+    compare: list[str] = option([], "runs of other scorers on the same dataset, to colour the map by their regions")
+    max_points: int = option(100_000, "instructions in the page at most, a seeded random sample beyond (0: all)")
+    text_budget: int = option(
+        40_000_000, "characters of dataset text in the page; beyond it the longest texts are shortened first (0: all)"
+    )
+    seed: int = option(42, "seed for the sample when there are more than max_points instructions")
+    serve: bool = option(False, "serve the page on 127.0.0.1 until interrupted")
+    port: int = option(8765, "port for --serve (0: any free port)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_points", "text_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def run_view(config: ViewConfig, *, progress: bool = True, command: str | None = None) -> Path:
+    """Write the run's interactive map (``view.html``), with suspect flags where ``admap diagnose`` has run
+    and other scorers' regions from ``config.compare``; serve it if asked. Returns the page's path."""
+    run = MapRun.open(config.run_dir)
+    others: list[view.OtherRun] = []
+    for other in map(MapRun.open, config.compare):
+        label = other.label
+        if label in {run.label, *(o.label for o in others)}:
+            label = f"{label} ({other.path.name})"
+        regions = other.map_table(["instruction_id", "region"])
+        others.append(view.OtherRun(label, regions.set_index("instruction_id")["region"]))
+    payload = view.build_payload(
+        run.map_table(),
+        run.scores(),
+        run.summary,
+        suspects=run.suspects(),
+        others=others,
+        max_points=config.max_points or None,
+        seed=config.seed,
+        text_budget=config.text_budget,
+        name=run.path.name,
+    )
+    out = Path(config.out) if config.out else run.path / "view.html"
+    with run.writing(out):
+        view.write_view(payload, out)
+    if config.serve:
+        view.serve(out, config.port)
+    return out
+
+
+COMMAND = Command(
+    "view", ViewConfig, run_view, "write the interactive map as one offline HTML page; --serve opens it on localhost"
+)
