@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from admap.config import option
+from admap.devices import pick_device
 from admap.encoders import EmbeddingSpec, Encoder, encode_texts
 from admap.engines import ENGINES
-from admap.models import pick_device
 
 logger = logging.getLogger(__name__)
 

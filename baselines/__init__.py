@@ -2,7 +2,7 @@
 baselines they are compared with. Importing the package registers them all."""
 
 # Importing each strategy module registers its strategies in STRATEGIES.
-from baselines import (  # noqa: F401
+from admap_baselines import (  # noqa: F401
     ambiguous,
     annotation_margin,
     full,
@@ -12,7 +12,7 @@ from baselines import (  # noqa: F401
     reward_margin,
     score_margin,
 )
-from baselines.base import (
+from admap_baselines.base import (
     STRATEGIES,
     SelectionInputs,
     SelectionOptions,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from baselines.base import STRATEGIES, SelectionInputs, top_by
-from baselines.pair_keys import mean_by_instruction
+from admap_baselines.base import STRATEGIES, SelectionInputs, top_by
+from admap_baselines.pair_keys import mean_by_instruction
 
 PAIR = ["instruction_id", "chosen_id", "rejected_id"]
 DYNAMICS_COLUMNS = [*PAIR, "epoch", "margin"]

@@ -66,7 +66,8 @@ class SelectionOptions:
     section ``selection``)."""
 
     strategy: str = option(
-        HIGH_MEAN, "selection strategy registered in baselines.STRATEGIES (listed at the end of `admap select --help`)"
+        HIGH_MEAN,
+        "selection strategy registered in admap_baselines.STRATEGIES (listed at the end of `admap select --help`)",
     )
     fraction: float | None = option(
         None, "share of mapped instructions to keep (default: as many as the map's high-mean region, about a third)"

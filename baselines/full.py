@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.base import STRATEGIES, SelectionInputs
+from admap_baselines.base import STRATEGIES, SelectionInputs
 
 
 @STRATEGIES.register("full")

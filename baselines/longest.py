@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.base import STRATEGIES, SelectionInputs, top_by
-from baselines.pair_keys import mean_by_instruction
+from admap_baselines.base import STRATEGIES, SelectionInputs, top_by
+from admap_baselines.pair_keys import mean_by_instruction
 
 
 @STRATEGIES.register("longest")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from baselines.base import SelectionInputs
+from admap_baselines.base import SelectionInputs
 
 
 def pair_differences(inputs: SelectionInputs, column: str) -> np.ndarray:

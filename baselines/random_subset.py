@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from admap.select import random_instruction_ids
-from baselines.base import STRATEGIES, SelectionInputs
+from admap_baselines.base import STRATEGIES, SelectionInputs
 
 
 @STRATEGIES.register("random")

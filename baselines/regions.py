@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, stable_order
-from baselines.base import STRATEGIES, SelectionInputs
+from admap_baselines.base import STRATEGIES, SelectionInputs
 
 
 def paper_orders(candidates: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.base import STRATEGIES, SelectionInputs
-from baselines.score_margin import ScoreMargin
+from admap_baselines.base import STRATEGIES, SelectionInputs
+from admap_baselines.score_margin import ScoreMargin
 
 
 @STRATEGIES.register("reward_margin")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from baselines.base import STRATEGIES, SelectionInputs, top_by
-from baselines.pair_keys import mean_by_instruction, pair_differences
+from admap_baselines.base import STRATEGIES, SelectionInputs, top_by
+from admap_baselines.pair_keys import mean_by_instruction, pair_differences
 
 
 @STRATEGIES.register("score_margin")

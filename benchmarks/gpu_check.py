@@ -7,7 +7,7 @@ rewritten after every step:
 1. ``environment``: device, memory, package versions.
 2. ``adamw_precision``: share of a random Llama's weights that 3 AdamW steps at lr 5e-7 change when
    the weights are held in fp32 and in bf16 (experiments/weights.py says why this matters).
-3. ``dpo_steps``: a few DPO steps through `experiments.train.train_dpo` (TRL, bf16 autocast over fp32
+3. ``dpo_steps``: a few DPO steps through `admap_experiments.train.train_dpo` (TRL, bf16 autocast over fp32
    master weights, the reference in bf16) of a small random Llama on real HH-RLHF pairs: the share of
    weights changed, TRL's metrics, ``pair_margins.parquet`` (one margin per trained pair), and the
    device memory still allocated once training has returned (the trainer collected).
@@ -15,7 +15,7 @@ rewritten after every step:
 5. ``seven_b_step``: two DPO optimizer steps of two micro-batches each (TRL, no ZeRO) of a randomly
    initialised model of zephyr-7b's shape (Mistral-7B: 32 layers, hidden 4096, vocabulary 32,000)
    with gradient checkpointing and 2,048-token pairs, at the recipe's per-device batch (8) and at 4
-   and 2: each step's peak device memory (or the out-of-memory error) beside `experiments.memory`'s
+   and 2: each step's peak device memory (or the out-of-memory error) beside `admap_experiments.memory`'s
    estimate for the same configuration.
 6. ``embedding_precision``: admap's fp16 and bf16 embedding against fp32 (`admap.embed.check_precision`
    on the local engine) on real HH-RLHF response pairs, with the seconds both precisions took.
@@ -156,8 +156,8 @@ def step_adamw_precision(args, size: dict, work: Path) -> dict:
     import torch
     from transformers import LlamaForCausalLM
 
-    from experiments.random_policy import llama_config
-    from experiments.weights import adamw_update_share
+    from admap_experiments.random_policy import llama_config
+    from admap_experiments.weights import adamw_update_share
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(vocab_size=2048, **size["adamw"])).to(args.device)
@@ -176,10 +176,10 @@ def _train_random_policy(args, size: dict, work: Path, *, lora: dict | None) -> 
     import torch
 
     from admap.durable import write_jsonl
-    from experiments.config import TrainOptions
-    from experiments.random_policy import write_random_policy
-    from experiments.train import train_dpo
-    from experiments.weights import changed_share, checkpoint_weights
+    from admap_experiments.config import TrainOptions
+    from admap_experiments.random_policy import write_random_policy
+    from admap_experiments.train import train_dpo
+    from admap_experiments.weights import changed_share, checkpoint_weights
 
     dpo = size["dpo"]
     records, texts = hh_rlhf_pairs(dpo["pairs"])
@@ -257,7 +257,7 @@ def _long_pairs(texts: list[str], count: int, *, chars: int) -> list[dict]:
 
 
 def _memory_estimate(config, *, per_device_batch: int, seq_len: int) -> dict:
-    from experiments.memory import ModelShape, estimate_dpo_memory
+    from admap_experiments.memory import ModelShape, estimate_dpo_memory
 
     estimate = estimate_dpo_memory(
         ModelShape.from_config(config),
@@ -297,7 +297,7 @@ def step_seven_b_step(args, size: dict, work: Path, *, per_device_batch: int) ->
     from transformers import LlamaForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    from experiments.random_policy import llama_config, train_tokenizer
+    from admap_experiments.random_policy import llama_config, train_tokenizer
 
     shape = size["seven_b"]
     _, texts = hh_rlhf_pairs(64)
@@ -352,7 +352,7 @@ def step_seven_b_step(args, size: dict, work: Path, *, per_device_batch: int) ->
 def step_embedding_precision(args, size: dict, work: Path) -> dict:
     from admap.embed import check_precision, encoding_on
     from admap.encoders import EmbeddingSpec
-    from admap.engines.local import LocalEngine
+    from admap.engines.in_process import LocalEngine
 
     records, _ = hh_rlhf_pairs(size["embedding_pairs"])
     left = [r["chosen"][0]["content"] for r in records]

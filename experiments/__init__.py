@@ -1,2 +1,2 @@
 """Experiments on top of admap: DPO on selected subsets (TRL), judged answers (MT-Bench,
-Evol-Instruct, AlpacaEval), W&B logging, and sweeps. Run one with ``python -m experiments.run``."""
+Evol-Instruct, AlpacaEval), W&B logging, and sweeps. Run one with ``python -m admap_experiments.run``."""

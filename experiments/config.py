@@ -1,7 +1,7 @@
 """One experiment's configuration: which map, which subset, how DPO trains, how answers are judged.
 
 A YAML recipe (``experiments/configs/*.yaml``) is read into `ExperimentConfig`; the command-line
-flags of ``python -m experiments.run`` are generated from the same dataclasses, and unknown keys
+flags of ``python -m admap_experiments.run`` are generated from the same dataclasses, and unknown keys
 are refused at every level, TRL's ``DPOConfig`` and peft's ``LoraConfig`` fields included.
 """
 
@@ -18,10 +18,10 @@ from typing import Literal
 from admap.commands.map import MapConfig
 from admap.config import option, to_dict
 from admap.generate.options import GeneratorOptions
-from baselines import SelectionOptions
+from admap_baselines import SelectionOptions
+from admap_experiments.evaluate.answer_judges import JUDGES
 
 STAGES = ("select", "train", "answer", "judge")
-JUDGES = ("logprob", "generate")
 WANDB_MODES = ("offline", "online", "disabled")
 # The runner owns these DPOConfig fields: where the checkpoint goes and where metrics are reported.
 RUNNER_DPO_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir")
@@ -115,10 +115,11 @@ class EvaluationOptions:
     judge_prompts: str | None = option(
         None, "FastChat judge_prompts.jsonl (or its folder) (default: the MT-Bench folder's)"
     )
-    judge: Literal["logprob", "generate"] = option(
+    judge: str = option(
         "logprob",
-        "logprob: a local model's probabilities of each verdict (small models do not follow the format); "
-        "generate: free-form verdicts through any generator, parsed as FastChat does (GPT-4o, a vLLM server)",
+        "a registered answer judge (admap_experiments.evaluate.JUDGES): logprob, a local model's probabilities of each "
+        "verdict (small models do not follow the format); generate, free-form verdicts through any generator, "
+        "parsed as FastChat does (GPT-4o, a vLLM server)",
     )
     judge_generation: GeneratorOptions = option(
         GeneratorOptions(max_new_tokens=2048), "the judge model (FastChat's judge: 2048 new tokens)", prefix="judge_"
@@ -131,8 +132,7 @@ class EvaluationOptions:
                 raise ValueError(f"evaluation.{name} must be >= 1, got {value}")
         if self.evol_instruct and not (self.judge_prompts or self.mt_bench):
             raise ValueError("evaluation.evol_instruct needs judge prompts: set judge_prompts or mt_bench")
-        if self.judge not in JUDGES:
-            raise ValueError(f"evaluation.judge must be one of {JUDGES}, got {self.judge!r}")
+        JUDGES.get(self.judge)  # an unknown name gets close matches
 
 
 @dataclass
@@ -150,7 +150,7 @@ class WandbOptions:
 
 @dataclass
 class ExperimentConfig:
-    """`python -m experiments.run`: map, select a subset, train DPO on it, answer and judge benchmarks."""
+    """`python -m admap_experiments.run`: map, select a subset, train DPO on it, answer and judge benchmarks."""
 
     name: str = option("experiment", "experiment name: runs go to OUT/NAME/runs/<run id>, rows to OUT/NAME/results")
     out: str = option("runs/experiments", "output folder")

@@ -484,7 +484,7 @@ def gradient_accumulation(global_batch: int, *, per_device_batch: int, processes
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.memory", description="Per-GPU memory estimate of DPO training."
+        prog="python -m admap_experiments.memory", description="Per-GPU memory estimate of DPO training."
     )
     parser.add_argument("model", help="hub id or local folder of the policy (only its config.json is read)")
     parser.add_argument("--per-device-batch", type=int, default=8, help="pairs per device per micro-batch")

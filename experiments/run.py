@@ -1,6 +1,6 @@
 """One experiment run: map → select → train DPO → answer → judge → one results row.
 
-    python -m experiments.run experiments/configs/cpu-smoke.yaml --strategy random
+    python -m admap_experiments.run experiments/configs/cpu-smoke.yaml --strategy random
 
 Each stage writes its outputs into the run directory (``OUT/NAME/runs/<run id>``, unique per
 configuration) and a rerun skips the stages whose outputs are there, so an interrupted run resumes.
@@ -25,16 +25,16 @@ import yaml
 
 from admap.commands.map import run_map
 from admap.config import add_arguments, from_arguments, to_dict
+from admap.devices import pick_device
 from admap.durable import publish, write_jsonl
-from admap.models import pick_device
 from admap.provenance import git_commit, machine_line, package_versions
 from admap.run_folder import IncompleteRun, MapRun
 from admap.select import preference_pairs, trl_records
-from baselines import SelectionInputs
-from experiments import tracking
-from experiments.config import ExperimentConfig
-from experiments.evaluation import evaluate_policy, reference_answers
-from experiments.train import MARGIN_COLUMNS, policy_checkpoint, train_dpo
+from admap_baselines import SelectionInputs
+from admap_experiments import tracking
+from admap_experiments.config import ExperimentConfig
+from admap_experiments.evaluate.stages import evaluate_policy, reference_answers
+from admap_experiments.train import MARGIN_COLUMNS, policy_checkpoint, train_dpo
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_ru
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=ExperimentConfig.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m admap_experiments.run", description=ExperimentConfig.__doc__)
     parser.add_argument("config", nargs="?", help="experiment YAML (flags override it; unknown keys refused)")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     add_arguments(parser, ExperimentConfig, positionals=False)
@@ -253,7 +253,7 @@ def configure_logging(quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     config, quiet = load_config(argv)
     configure_logging(quiet)
-    command = shlex.join(["python", "-m", "experiments.run", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "admap_experiments.run", *(sys.argv[1:] if argv is None else argv)])
     row = run_experiment(config, progress=not quiet, command=command)
     print(json.dumps(row, indent=2, default=str))
     return 0

@@ -1,6 +1,6 @@
 """A sweep: one experiment config, a grid of values over its fields, every point run in turn.
 
-    python -m experiments.sweep experiments/configs/sweeps/cpu-smoke.yaml
+    python -m admap_experiments.sweep experiments/configs/sweeps/cpu-smoke.yaml
 
 The sweep file holds ``name``, ``base`` (an experiment config: a mapping, or the path of a YAML
 file, relative to the sweep file), ``grid`` (dotted field names to lists of values; their product is run) and optionally
@@ -23,8 +23,8 @@ import pandas as pd
 
 from admap.config import build, deep_merge, option, read_yaml
 from admap.provenance import machine_line
-from experiments.config import ExperimentConfig
-from experiments.run import configure_logging, run_experiment
+from admap_experiments.config import ExperimentConfig
+from admap_experiments.run import configure_logging, run_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -211,14 +211,14 @@ def load_sweep(path: str, *, results: str | None = None) -> SweepConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m admap_experiments.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", help="sweep YAML (name, base, grid, seeds)")
     parser.add_argument("--results", help="folder for the sweep's table (default: the file's, or results)")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     args = parser.parse_args(argv)
     configure_logging(args.quiet)
     sweep = load_sweep(args.sweep, results=args.results)
-    command = shlex.join(["python", "-m", "experiments.sweep", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "admap_experiments.sweep", *(sys.argv[1:] if argv is None else argv)])
     print(run_sweep(sweep, source=args.sweep, command=command, progress=not args.quiet))
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.config import WandbOptions
+from admap_experiments.config import WandbOptions
 
 logger = logging.getLogger(__name__)
 

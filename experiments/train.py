@@ -1,4 +1,6 @@
 """DPO with TRL on one subset's pairs, and every pair's implicit reward margin at each epoch end.
+from admap.devices import pick_device
+from admap.models import materialize_gguf, resolve_generator_model
 
 TRL logs batch means of the reward margin; a data map of training dynamics (Dataset Cartography)
 needs each pair's margin after each epoch, so `PairMarginRecorder` scores the whole training set
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from admap.models import materialize_gguf, pick_device, resolve_generator_model
-from experiments.config import TrainOptions
-from experiments.memory import (
+from admap.devices import pick_device
+from admap.models import materialize_gguf, resolve_generator_model
+from admap_experiments.config import TrainOptions
+from admap_experiments.memory import (
     ModelShape,
     check_fits,
     estimate_dpo_memory,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from admap.generate.local import TransformersGenerator
+from admap.generate.transformers_generator import TransformersGenerator
 
 INSTRUCTIONS = [
     "What is the capital of Australia, and why was it chosen over Sydney and Melbourne?",

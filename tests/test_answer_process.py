@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from admap.generate import local
+from admap.generate import transformers_generator
 from admap.generate.options import GeneratorOptions
-from experiments.evaluate.answer_process import AnswerJob, AnswerProcessError, answer_in_child
-from experiments.evaluate.answers import ERROR_MARKER, answer_file, read_answers
-from experiments.evaluate.data import Question
+from admap_experiments.evaluate.answer_process import AnswerJob, AnswerProcessError, answer_in_child
+from admap_experiments.evaluate.answers import ERROR_MARKER, answer_file, read_answers
+from admap_experiments.evaluate.data import Question
 
 QUESTIONS = [Question(1, "writing", ("Name a colour.", "Name another one.")), Question(2, "roleplay", ("Hello?",))]
 
@@ -71,15 +71,15 @@ def fake_vllm(tmp_path, monkeypatch) -> Path:
 @pytest.mark.slow
 def test_the_answering_model_is_loaded_only_in_children(tmp_path, monkeypatch, mt_bench_dir, started_children):
     from admap.config import build
-    from experiments.config import ExperimentConfig
-    from experiments.evaluation import evaluate_policy, reference_answers
-    from experiments.train import policy_checkpoint
+    from admap_experiments.config import ExperimentConfig
+    from admap_experiments.evaluate.stages import evaluate_policy, reference_answers
+    from admap_experiments.train import policy_checkpoint
 
     def load_in_parent(*args, **kwargs):
         raise AssertionError("the parent process loaded the answering model")
 
     # Patched here only: a spawned child imports the real loader afresh.
-    monkeypatch.setattr(local, "load_causal_lm", load_in_parent)
+    monkeypatch.setattr(transformers_generator, "load_causal_lm", load_in_parent)
     config = build(
         ExperimentConfig,
         {

@@ -14,8 +14,8 @@ from admap.commands.map import MAP_STRATEGIES, map_subset_ids
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGIONS, assign_regions
 from admap.run_folder import MapRun
 from admap.select import preference_pairs
-from baselines import STRATEGIES, SelectionInputs, select_instructions, subset_size
-from baselines.ambiguous import pair_variability
+from admap_baselines import STRATEGIES, SelectionInputs, select_instructions, subset_size
+from admap_baselines.ambiguous import pair_variability
 
 SIZED = [
     "random",

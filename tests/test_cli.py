@@ -264,7 +264,7 @@ def test_every_command_prints_its_help(command, capsys):
 
 
 def test_experiments_run_prints_its_help(capsys):
-    from experiments.run import build_parser as experiment_parser
+    from admap_experiments.run import build_parser as experiment_parser
 
     with pytest.raises(SystemExit) as exit_info:
         experiment_parser().parse_args(["--help"])

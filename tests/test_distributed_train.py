@@ -18,8 +18,8 @@ import torch
 import yaml
 from runs import map_without_models, topic_rows
 
-from experiments.random_policy import write_random_policy
-from experiments.weights import checkpoint_weights
+from admap_experiments.random_policy import write_random_policy
+from admap_experiments.weights import checkpoint_weights
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["tea", "rain", "maps", "bread", "tides", "chess", "clocks", "bees", "glass", "salt", "kites", "moss"]
@@ -36,18 +36,18 @@ def _free_port() -> int:
 
 
 def _run(config: dict, folder: Path, *, processes: int) -> Path:
-    """``python -m experiments.run`` on ``config`` (under accelerate for several processes); returns
+    """``python -m admap_experiments.run`` on ``config`` (under accelerate for several processes); returns
     the run directory. Every file opened for writing is logged per process under ``folder/audit``."""
     folder.mkdir()
     (folder / "audit").mkdir()
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config | {"out": str(folder / "experiments")}))
-    command = [sys.executable, "-m", "experiments.run", str(path), "--quiet"]
+    command = [sys.executable, "-m", "admap_experiments.run", str(path), "--quiet"]
     if processes > 1:
         # torchrun, as `accelerate launch --multi_gpu` does on GPUs: accelerate's own launcher starts
         # CPU processes only through MPI.
         launch = ["torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(_free_port())]
-        command = [sys.executable, "-m", *launch, "-m", "experiments.run", str(path), "--quiet"]
+        command = [sys.executable, "-m", *launch, "-m", "admap_experiments.run", str(path), "--quiet"]
     env = os.environ | {
         "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "file_events"), str(REPO)]),
         "ADMAP_FILE_EVENTS_LOG": str(folder / "audit"),

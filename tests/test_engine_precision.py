@@ -5,11 +5,11 @@ local engine's encoder, cast down after the precision check's fp32 pass, equals 
 import numpy as np
 import pytest
 
+from admap.devices import pick_device
 from admap.embed import EmbeddingOptions, encoding_on, resolve_precision
 from admap.encoders import EmbeddingSpec, encode_texts, load_encoder
-from admap.engines.local import LocalEngine
+from admap.engines.in_process import LocalEngine
 from admap.engines.ray_data import RayEngine, plan_actors
-from admap.models import pick_device
 
 GPU_NODE = {"CPU": 32.0, "GPU": 4.0}
 GPU_CLUSTER = {"CPU": 64.0, "GPU": 8.0}

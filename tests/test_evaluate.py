@@ -11,8 +11,7 @@ from admap.errors import InputError
 from admap.generate.base import Completion
 from admap.generate.openai_api import OpenAIGenerator
 from admap.generate.options import GeneratorOptions
-from benchmarks import chat_server as chat_server_module
-from experiments.evaluate import (
+from admap_experiments.evaluate import (
     ERROR_MARKER,
     JUDGES,
     PAIR_VERDICTS,
@@ -43,7 +42,8 @@ from experiments.evaluate import (
     write_alpaca_eval_outputs,
     write_jsonl,
 )
-from experiments.evaluate.mt_bench import pair_conversation, single_conversation
+from admap_experiments.evaluate.mt_bench import pair_conversation, single_conversation
+from benchmarks import chat_server as chat_server_module
 
 FAKE_KEY = "sk-admap-FAKE-evaluate-0123456789"
 

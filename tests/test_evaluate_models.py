@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from admap.generate.local import TransformersGenerator
-from experiments.evaluate import (
+from admap.generate.transformers_generator import TransformersGenerator
+from admap_experiments.evaluate import (
     ERROR_MARKER,
     SINGLE_VERDICTS,
     LogprobJudge,
@@ -19,9 +19,9 @@ from experiments.evaluate import (
     run_mt_bench,
     select_questions,
 )
-from experiments.evaluate.answers import answer_file
-from experiments.evaluate.judges import _continuation, score_continuations
-from experiments.evaluate.mt_bench import single_conversation
+from admap_experiments.evaluate.answer_judges import _continuation, score_continuations
+from admap_experiments.evaluate.answers import answer_file
+from admap_experiments.evaluate.mt_bench import single_conversation
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)

@@ -10,10 +10,10 @@ import yaml
 pytest.importorskip("trl")
 
 from admap.config import build  # noqa: E402
-from experiments.config import ExperimentConfig  # noqa: E402
-from experiments.run import load_config  # noqa: E402
-from experiments.sweep import SweepConfig, expand, load_sweep  # noqa: E402
-from experiments.tracking import redacted  # noqa: E402
+from admap_experiments.config import ExperimentConfig  # noqa: E402
+from admap_experiments.run import load_config  # noqa: E402
+from admap_experiments.sweep import SweepConfig, expand, load_sweep  # noqa: E402
+from admap_experiments.tracking import redacted  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
@@ -140,7 +140,7 @@ def test_secrets_never_reach_tracked_configs():
 
 
 def test_sweep_results_are_a_table_a_markdown_view_and_a_figure(tmp_path):
-    from experiments.sweep import write_sweep_results
+    from admap_experiments.sweep import write_sweep_results
 
     sweep = build(SweepConfig, {"name": "toy", "base": {}, "results": str(tmp_path), "description": "Read me."})
     rows = [
@@ -148,8 +148,8 @@ def test_sweep_results_are_a_table_a_markdown_view_and_a_figure(tmp_path):
         | {"mt_bench_score": score, "mt_bench_score_se": 0.5, "evol_win_rate": 0.5 + score / 100}
         for s, score in (("full", 6.0), ("high_mean", 6.5), ("random", 5.5))
     ]
-    path = write_sweep_results(sweep, pd.DataFrame(rows), command="python -m experiments.sweep toy")
+    path = write_sweep_results(sweep, pd.DataFrame(rows), command="python -m admap_experiments.sweep toy")
     table = (tmp_path / "toy.md").read_text()
     assert path == tmp_path / "toy.csv" and (tmp_path / "toy.png").stat().st_size > 0
-    assert "python -m experiments.sweep toy" in table and "Read me." in table and "![toy](toy.png)" in table
+    assert "python -m admap_experiments.sweep toy" in table and "Read me." in table and "![toy](toy.png)" in table
     assert "| high_mean |  | 42 | 6.5 | 0.5 | 0.565 |" in table

@@ -23,9 +23,9 @@ def test_a_run_trains_evaluates_logs_and_resumes(tmp_path, monkeypatch, mt_bench
     from safetensors.torch import load_file
 
     from admap.config import build
-    from experiments.config import ExperimentConfig
-    from experiments.run import run_experiment
-    from experiments.train import policy_checkpoint
+    from admap_experiments.config import ExperimentConfig
+    from admap_experiments.run import run_experiment
+    from admap_experiments.train import policy_checkpoint
 
     monkeypatch.setenv("WANDB_SILENT", "true")
     map_run = map_without_models(_rows(), tmp_path)

@@ -120,3 +120,18 @@ def test_a_cycle_is_found_with_its_path():
     assert find_cycle(graph) is None
     graph["b.c"] = {"b": 3}
     assert find_cycle(graph) == ["b.c", "b", "b.c"]
+
+
+def test_the_harness_is_imported_by_its_installed_names():
+    """The folders baselines/ and experiments/ install as admap_baselines and admap_experiments: code that
+    imported them by their folder names would load a second copy of each registry from a checkout's root."""
+    repo = PACKAGE.parent
+    folders = ("admap", "baselines", "experiments", "benchmarks", "scripts", "tests")
+    offenders = [
+        f"{path.relative_to(repo)}:{line} imports {name}"
+        for folder in folders
+        for path in (repo / folder).rglob("*.py")
+        for name, line in imported_names(path.read_text(encoding="utf-8"), "outside")
+        if name.split(".")[0] in ("baselines", "experiments")
+    ]
+    assert not offenders, offenders

@@ -152,3 +152,42 @@ def test_gpu_route_resolves_with_every_dependency_to_no_cpu_build(venv_python, a
     resolved = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
     assert {"admap", "faiss-gpu-cu12", "trl"} <= resolved
     assert resolved & set(FAISS_DISTRIBUTIONS) == {"faiss-gpu-cu12"}
+
+
+INSTALLED_FILES = """
+import json, sysconfig
+from pathlib import Path
+site = Path(sysconfig.get_paths()["purelib"])
+data = site / "admap_experiments" / "data"
+print(json.dumps({
+    "top_level": sorted(p.name for p in site.iterdir() if p.is_dir() and not p.name.endswith("-info")),
+    "packages": sorted(str(p.parent.relative_to(site)) for p in site.rglob("__init__.py")),
+    "shipped_data": sorted(str(p.relative_to(site)) for p in data.rglob("*") if p.is_file()),
+}))
+"""
+
+
+def test_the_wheel_installs_the_harness_under_admap_names_with_every_package_and_its_data(venv_python, admap_source):
+    pip(venv_python, "install", "-q", "--no-deps", str(admap_source))
+    listed = run(venv_python, "-c", INSTALLED_FILES)
+    assert listed.returncode == 0, listed.stderr
+    installed = json.loads(listed.stdout)
+    assert {"admap", "admap_baselines", "admap_experiments"} <= set(installed["top_level"])
+    assert not {"experiments", "baselines"} & set(installed["top_level"])
+    renamed = {"baselines": "admap_baselines", "experiments": "admap_experiments"}
+    source_packages = {
+        str(path.parent.relative_to(ROOT))
+        for part in ("admap", "baselines", "experiments")
+        for path in (ROOT / part).rglob("__init__.py")
+    }
+    expected = {
+        renamed.get(name.split("/")[0], name.split("/")[0]) + name[len(name.split("/")[0]) :]
+        for name in source_packages
+    }
+    assert expected <= set(installed["packages"])
+    shipped = {
+        str(path.relative_to(ROOT / "experiments"))
+        for path in (ROOT / "experiments" / "data").rglob("*")
+        if path.is_file()
+    }
+    assert {f"admap_experiments/{name}" for name in shipped} == set(installed["shipped_data"])

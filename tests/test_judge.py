@@ -13,7 +13,7 @@ import pytest
 from admap.commands.map import MapConfig
 from admap.config import build
 from admap.generate.base import Completion
-from admap.generate.local import TransformersGenerator
+from admap.generate.transformers_generator import TransformersGenerator
 from admap.score.judge import VERDICT_COLUMNS, JudgeScorer, parse_rating
 from admap.score.judge_prompt import DEFAULT_JUDGE_PROMPT, load_judge_prompt
 

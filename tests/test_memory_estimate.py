@@ -7,7 +7,7 @@ import pytest
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from experiments.memory import (  # noqa: E402
+from admap_experiments.memory import (  # noqa: E402
     GIB,
     ModelShape,
     check_fits,
@@ -187,7 +187,7 @@ def test_gradient_accumulation_refuses_a_batch_that_does_not_divide():
 def test_train_options_refuse_a_global_batch_and_an_accumulation_at_once():
     pytest.importorskip("trl")
     from admap.config import build
-    from experiments.config import ExperimentConfig
+    from admap_experiments.config import ExperimentConfig
 
     dpo = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}
     both = {"train": {"global_batch_size": 128, "dpo": dpo}}

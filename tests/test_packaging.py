@@ -1,5 +1,6 @@
-"""admap's declared dependencies and its FAISS import: one FAISS build per install route, pinned extras, and an
-ImportError that says how to install FAISS when it is missing, mixed or broken."""
+"""admap's declared dependencies, packages and FAISS import: one FAISS build per install route, pinned extras,
+every package folder installed, and an ImportError that says how to install FAISS when it is missing, mixed or
+broken."""
 
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from admap.faiss_build import FAISS_DISTRIBUTIONS, import_faiss, installed_faiss
 from admap.provenance import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PROJECT = PYPROJECT["project"]
 EXTRAS = PROJECT["optional-dependencies"]
 # Fast-moving packages whose releases change the APIs admap uses or pin torch and transformers.
 BOUNDED = {"trl", "peft", "accelerate", "deepspeed", "vllm"}
@@ -147,3 +149,16 @@ def test_package_versions_report_this_environments_faiss_build():
     assert installed, "the tests need one FAISS build (scripts/setup.sh installs faiss-cpu)"
     versions = package_versions()
     assert {name: versions[name] for name in FAISS_DISTRIBUTIONS if name in versions} == installed
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists its packages by hand (two install under names other than their folders'): a new
+    subpackage must be listed, or the wheel would leave it out."""
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    folders = {name: setuptools["package-dir"].get(name, name) for name in setuptools["packages"] if "." not in name}
+    expected = set()
+    for name, folder in folders.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            expected.add(".".join((name, *relative)))
+    assert expected == set(setuptools["packages"])

@@ -101,7 +101,7 @@ def test_system_prompt_is_not_doubled():
 
 @pytest.mark.slow
 def test_smollm2_generator_writes_replies():
-    from admap.generate.local import TransformersGenerator
+    from admap.generate.transformers_generator import TransformersGenerator
 
     generator = TransformersGenerator(max_new_tokens=24, batch_size=2, device="cpu", progress=False)
     replies = generator.generate(

@@ -12,9 +12,9 @@ from runs import map_without_models
 
 from admap.cli import build_parser, main
 from admap.config import option
-from baselines import STRATEGIES, SelectionInputs
-from baselines.base import top_by
-from experiments.config import SelectionOptions
+from admap_baselines import STRATEGIES, SelectionInputs
+from admap_baselines.base import top_by
+from admap_experiments.config import SelectionOptions
 
 
 @dataclass
@@ -65,8 +65,8 @@ def test_the_default_output_path_names_strategy_fraction_rule_and_seed(demo_run)
 
 def test_the_experiments_reach_a_registered_strategy(demo_run, tmp_path):
     from admap.config import build
-    from experiments.config import ExperimentConfig
-    from experiments.run import select_stage, selection_inputs
+    from admap_experiments.config import ExperimentConfig
+    from admap_experiments.run import select_stage, selection_inputs
 
     assert SelectionOptions(strategy="shortest_prompt").strategy == "shortest_prompt"
     config = build(ExperimentConfig, {"selection": {"strategy": "shortest_prompt", "fraction": 0.5}})
@@ -105,8 +105,8 @@ def test_the_strategys_own_option_reaches_admap_select_and_the_experiments(demo_
     assert chosen == _words_oracle(demo_run, 24)
 
     from admap.config import build
-    from experiments.config import ExperimentConfig
-    from experiments.run import select_stage, selection_inputs
+    from admap_experiments.config import ExperimentConfig
+    from admap_experiments.run import select_stage, selection_inputs
 
     selection = {"strategy": "shortest_prompt", "fraction": 0.5, "shortest_prompt": {"measure": "words"}}
     config = build(ExperimentConfig, {"selection": selection})

@@ -10,10 +10,10 @@ import torch
 from admap.durable import write_jsonl
 from admap.load import load_preferences
 from admap.select import preference_pairs, trl_records
-from experiments.config import TrainOptions
-from experiments.random_policy import write_random_policy
-from experiments.train import dpo_arguments, train_dpo
-from experiments.weights import adamw_update_share, changed_share, checkpoint_weights
+from admap_experiments.config import TrainOptions
+from admap_experiments.random_policy import write_random_policy
+from admap_experiments.train import dpo_arguments, train_dpo
+from admap_experiments.weights import adamw_update_share, changed_share, checkpoint_weights
 
 RECIPE_LEARNING_RATE = 5e-7
 

@@ -96,7 +96,7 @@ def write_run(run_dir: Path, variance, mean, texts, responses_per_instruction: i
     summary = {
         "created": "2025-01-01T00:00:00+00:00",
         "config": {"input": {"dataset": f"synthetic-{n}.jsonl"}},
-        "models": {"scorer": "annotation"},
+        "scorer": {"name": "annotation", "label": "annotation"},
         "thresholds": {"method": "absolute", "variance": 0.2, "mean": 0.6},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary))

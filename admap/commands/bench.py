@@ -14,9 +14,10 @@ from pathlib import Path
 
 from admap.commands import Command
 from admap.config import option, to_dict
+from admap.devices import pick_device
 from admap.embed import EmbeddingOptions, resolve_precision
 from admap.inputs import InputOptions
-from admap.models import DEFAULT_EMBEDDING_MODEL, pick_device
+from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.provenance import machine, provenance
 from admap.proxy import attach_proxies
 from admap.timing.embedding import bench_embedding, with_stand_in_proxies

@@ -44,7 +44,7 @@ from admap.run_folder import RUN_FILE_NAMES, RunTransaction, run_transaction
 from admap.score import SCORERS, Scorer, ScoringContext, build_scorer
 from admap.score.annotation import pair_counts
 from admap.select import PAIR_RULES, preference_pairs
-from baselines import SelectionInputs, select_instructions
+from admap_baselines import SelectionInputs, select_instructions
 
 logger = logging.getLogger(__name__)
 

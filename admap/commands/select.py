@@ -16,7 +16,7 @@ from admap.config import option
 from admap.durable import write_jsonl
 from admap.run_folder import MapRun
 from admap.select import PAIR_RULES, preference_pairs, rows_of_instructions, trl_records
-from baselines import STRATEGIES, SelectionInputs, SelectionOptions
+from admap_baselines import STRATEGIES, SelectionInputs, SelectionOptions
 
 logger = logging.getLogger(__name__)
 

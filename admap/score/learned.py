@@ -25,9 +25,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from admap.config import option
+from admap.devices import pick_device
 from admap.embed import EmbeddingOptions, EmbeddingReport
 from admap.embedding_store import stored_embeddings
-from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device
+from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, load_causal_lm
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 from admap.score.reward import plain_rendering
 from admap.select import preference_pairs

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from admap.config import option
-from admap.models import pick_device, resolve_dtype
+from admap.devices import pick_device, resolve_dtype
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 
 logger = logging.getLogger(__name__)

@@ -10,30 +10,13 @@ The runner's calls, in order::
     scores |= run_evol_instruct(answers, reference_answers, questions=..., prompts=..., judge=judge, out_dir=...)
 """
 
-from experiments.evaluate.alpaca_eval import (
+from admap_experiments.evaluate.alpaca_eval import (
     alpaca_eval_outputs,
     load_alpaca_eval_instructions,
     run_alpaca_eval,
     write_alpaca_eval_outputs,
 )
-from experiments.evaluate.answers import (
-    ERROR_MARKER,
-    answer_file,
-    generate_answers,
-    read_answers,
-    write_jsonl,
-)
-from experiments.evaluate.data import (
-    FastChatPrompt,
-    Question,
-    read_evol_instruct,
-    read_judge_prompts,
-    read_questions,
-    read_reference_answers,
-    select_questions,
-)
-from experiments.evaluate.evol_instruct import run_evol_instruct
-from experiments.evaluate.judges import (
+from admap_experiments.evaluate.answer_judges import (
     JUDGES,
     PAIR_VERDICTS,
     SINGLE_VERDICTS,
@@ -44,7 +27,24 @@ from experiments.evaluate.judges import (
     build_judge,
     parse_verdict,
 )
-from experiments.evaluate.mt_bench import (
+from admap_experiments.evaluate.answers import (
+    ERROR_MARKER,
+    answer_file,
+    generate_answers,
+    read_answers,
+    write_jsonl,
+)
+from admap_experiments.evaluate.data import (
+    FastChatPrompt,
+    Question,
+    read_evol_instruct,
+    read_judge_prompts,
+    read_questions,
+    read_reference_answers,
+    select_questions,
+)
+from admap_experiments.evaluate.evol_instruct import run_evol_instruct
+from admap_experiments.evaluate.mt_bench import (
     aggregate_pairwise,
     aggregate_single,
     judge_pairwise,
@@ -52,7 +52,7 @@ from experiments.evaluate.mt_bench import (
     judgment_file,
     run_mt_bench,
 )
-from experiments.evaluate.winrate import WinRate, combine_orders, order_winner, win_rate
+from admap_experiments.evaluate.winrate import WinRate, combine_orders, order_winner, win_rate
 
 __all__ = [
     "ERROR_MARKER",

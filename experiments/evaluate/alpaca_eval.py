@@ -1,7 +1,7 @@
 """AlpacaEval 2 through the ``alpaca_eval`` package (optional: ``pip install alpaca-eval``, admap's ``eval`` extra).
 
 The 805 AlpacaEval instructions come from the hub dataset tatsu-lab/alpaca_eval (its ``alpaca_eval.json``) or a
-local JSON / JSONL copy. A model's answers (FastChat records from `experiments.evaluate.answers.generate_answers`)
+local JSON / JSONL copy. A model's answers (FastChat records from `admap_experiments.evaluate.answers.generate_answers`)
 become AlpacaEval's model outputs ``[{instruction, output, generator, dataset}]``; ``alpaca_eval.evaluate`` then
 compares them with the reference outputs through an annotator config, which calls the OpenAI API.
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from admap.errors import InputError
-from experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers
-from experiments.evaluate.data import Question
+from admap_experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers
+from admap_experiments.evaluate.data import Question
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
         except json.JSONDecodeError as error:
             raise InputError(str(path), None, None, f"not JSON ({error.msg})") from None
         return list(enumerate(records, start=1))
-    from experiments.evaluate.data import iter_jsonl
+    from admap_experiments.evaluate.data import iter_jsonl
 
     return list(iter_jsonl(path))
 

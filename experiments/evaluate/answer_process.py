@@ -22,8 +22,8 @@ from pathlib import Path
 
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import build_generator
-from experiments.evaluate.answers import answer_file, answers_to, generate_answers, unanswered
-from experiments.evaluate.data import Question
+from admap_experiments.evaluate.answers import answer_file, answers_to, generate_answers, unanswered
+from admap_experiments.evaluate.data import Question
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from experiments.evaluate.data import FastChatPrompt, Question
-from experiments.evaluate.judges import Judge
-from experiments.evaluate.mt_bench import aggregate_pairwise, judge_pairwise, judgment_file, write_judgments
+from admap_experiments.evaluate.answer_judges import Judge
+from admap_experiments.evaluate.data import FastChatPrompt, Question
+from admap_experiments.evaluate.mt_bench import aggregate_pairwise, judge_pairwise, judgment_file, write_judgments
 
 logger = logging.getLogger(__name__)
 

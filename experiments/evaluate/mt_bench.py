@@ -5,7 +5,7 @@ turn 2 (two-turn questions) with ``single-v1-multi-turn``, which shows the whole
 categories math, reasoning and coding use the ``single-math-v1`` variants, which add the GPT-4 reference answer.
 Pairwise (``--mode pairwise-baseline``): ``pair-v2`` / ``pair-math-v1`` and their multi-turn variants, each
 comparison judged in both orders. The scores are FastChat's: the mean 1-10 rating over the judgments that
-parsed (overall, per turn, per category), and the win rate of `experiments.evaluate.winrate`.
+parsed (overall, per turn, per category), and the win rate of `admap_experiments.evaluate.winrate`.
 
 Judgment records follow FastChat's ``model_judgment/<judge>_single.jsonl`` and ``<judge>_pair.jsonl`` (score -1
 when no rating parsed; winner ``error`` when no verdict did), plus admap's ``category``, ``status`` (``ok``,
@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers, safe_name, write_jsonl
-from experiments.evaluate.data import FastChatPrompt, Messages, Question, QuestionId, iter_jsonl
-from experiments.evaluate.judges import PAIR_VERDICTS, SINGLE_VERDICTS, Judge, Verdict
-from experiments.evaluate.winrate import BASELINE, MODEL, TIE, mean_se, order_winner, win_rate
+from admap_experiments.evaluate.answer_judges import PAIR_VERDICTS, SINGLE_VERDICTS, Judge, Verdict
+from admap_experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers, safe_name, write_jsonl
+from admap_experiments.evaluate.data import FastChatPrompt, Messages, Question, QuestionId, iter_jsonl
+from admap_experiments.evaluate.winrate import BASELINE, MODEL, TIE, mean_se, order_winner, win_rate
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def _pair_status(record: dict) -> str:
 
 
 def aggregate_pairwise(records: Sequence[dict], *, prefix: str) -> dict[str, float | int]:
-    """`experiments.evaluate.winrate.WinRate` fields as ``{prefix}_win_rate``, ``_wins``, ... over all turns and
+    """`admap_experiments.evaluate.winrate.WinRate` fields as ``{prefix}_win_rate``, ``_wins``, ... over all turns and
     per turn (``{prefix}_turn1_win_rate``), plus ``_judge_errors`` and ``_answer_errors``."""
     statuses = [_pair_status(r) for r in records]
     judged = [r for r, s in zip(records, statuses) if s in (OK, UNPARSED)]
@@ -383,7 +383,7 @@ def run_mt_bench(
     ... (`aggregate_single`). ``pairwise``: against ``baseline_answers``, both orders, written to
     ``<judge>_pair.jsonl``; keys ``mt_bench_pair_win_rate``, ``mt_bench_pair_wins``, ... (`aggregate_pairwise`).
     ``out_dir`` plays FastChat's ``data/mt_bench``. ``references``: ``{question_id: turns}`` for math, reasoning
-    and coding questions (`experiments.evaluate.data.read_reference_answers`).
+    and coding questions (`admap_experiments.evaluate.data.read_reference_answers`).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -8,7 +8,7 @@ right before an atomic exchange. Then:
   before the event takes effect;
 - ``ADMAP_FILE_EVENTS_PAUSE_AT=K``: it sleeps ``ADMAP_FILE_EVENTS_PAUSE_S`` seconds at its K-th event.
 
-The fault-injection and one-writer tests start `admap map` and `experiments.run` this way."""
+The fault-injection and one-writer tests start `admap map` and `admap_experiments.run` this way."""
 
 import atexit
 import json

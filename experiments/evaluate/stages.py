@@ -1,7 +1,7 @@
 """The answer and judge stages of an experiment run: the trained policy answers the configured
 benchmarks, the untrained policy (or given answer files) is the pairwise opponent, the judge grades.
 
-The benchmark logic itself (FastChat's prompts, verdicts, win rates) lives in `experiments.evaluate`.
+The benchmark logic itself (FastChat's prompts, verdicts, win rates) lives in the sibling modules.
 """
 
 from __future__ import annotations
@@ -11,26 +11,26 @@ from dataclasses import replace
 from pathlib import Path
 
 from admap.config import to_dict
-from admap.models import pick_device
-from experiments.config import EvaluationOptions, ExperimentConfig, fingerprint
-from experiments.evaluate.alpaca_eval import (
+from admap.devices import pick_device
+from admap_experiments.config import EvaluationOptions, ExperimentConfig, fingerprint
+from admap_experiments.evaluate.alpaca_eval import (
     alpaca_eval_outputs,
     load_alpaca_eval_instructions,
     run_alpaca_eval,
     write_alpaca_eval_outputs,
 )
-from experiments.evaluate.answer_process import AnswerJob, answer_in_child
-from experiments.evaluate.answers import answer_file, read_answers
-from experiments.evaluate.data import (
+from admap_experiments.evaluate.answer_judges import build_judge
+from admap_experiments.evaluate.answer_process import AnswerJob, answer_in_child
+from admap_experiments.evaluate.answers import answer_file, read_answers
+from admap_experiments.evaluate.data import (
     read_evol_instruct,
     read_judge_prompts,
     read_questions,
     read_reference_answers,
     select_questions,
 )
-from experiments.evaluate.evol_instruct import run_evol_instruct
-from experiments.evaluate.judges import build_judge
-from experiments.evaluate.mt_bench import run_mt_bench
+from admap_experiments.evaluate.evol_instruct import run_evol_instruct
+from admap_experiments.evaluate.mt_bench import run_mt_bench
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from typing import ClassVar
 
 from tqdm.auto import tqdm
 
+from admap.devices import pick_device, resolve_dtype
 from admap.generate.base import GENERATORS, Completion, Messages, ResultCallback
 from admap.generate.options import GeneratorOptions
-from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device, resolve_dtype
+from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm
 
 
 @GENERATORS.register("transformers")

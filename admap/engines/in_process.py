@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from admap.devices import pick_device
 from admap.encoders import EmbeddingSpec, encode_texts, load_encoder, set_precision
 from admap.engines.base import ENGINES
-from admap.models import pick_device
 
 
 @ENGINES.register("local")

@@ -21,11 +21,12 @@ from typing import ClassVar, Protocol
 
 from tqdm.auto import tqdm
 
+from admap.devices import pick_device
 from admap.generate.base import Generator, Messages
 from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import build_generator, generate_cached
-from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm, pick_device
+from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm
 from admap.registry import Registry
 from admap.score.judge import parse_rating
 
