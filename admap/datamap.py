@@ -141,6 +141,19 @@ def stable_order(values: np.ndarray, instruction_ids: np.ndarray) -> np.ndarray:
     return order
 
 
+def with_axes(stats: pd.DataFrame, axes: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` (`instruction_statistics`) with the mapped instructions' ``mean_score`` and ``score_variance``
+    (and ``score_std``) taken from ``axes``: for a scorer that defines the map's axes itself."""
+    lookup = axes.set_index("instruction_id")
+    mapped = stats["is_mapped"].to_numpy(dtype=bool)
+    out = stats.copy()
+    for column in ("mean_score", "score_variance"):
+        values = stats["instruction_id"].map(lookup[column]).to_numpy(dtype=np.float64)
+        out[column] = np.where(mapped, values, np.nan)
+    out["score_std"] = np.sqrt(out["score_variance"])
+    return out
+
+
 def assign_regions(
     stats: pd.DataFrame,
     *,

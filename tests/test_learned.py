@@ -9,6 +9,7 @@ import pytest
 
 from admap.score import SCORERS
 from admap.score import learned as learned_module
+from admap.score.causal_lm import response_window
 from admap.score.learned import (
     LearnedScorer,
     cross_fit,
@@ -17,7 +18,6 @@ from admap.score.learned import (
     instruction_folds,
     pair_agreement,
     rated_pairs,
-    response_window,
 )
 
 

@@ -32,6 +32,7 @@ from admap.datamap import (
     assign_regions,
     instruction_statistics,
     region_counts,
+    with_axes,
 )
 from admap.debias import length_residuals
 from admap.embed import EmbeddingOptions
@@ -98,7 +99,11 @@ class MapConfig:
             raise ValueError(f"min_responses must be >= 1, got {self.min_responses}")
         if self.region_method == "absolute" and (self.variance_threshold is None or self.mean_threshold is None):
             raise ValueError("region_method 'absolute' needs variance_threshold and mean_threshold")
-        SCORERS.get(self.scorer)  # an unknown name gets close matches
+        scorer_class = SCORERS.get(self.scorer)  # an unknown name gets close matches
+        if self.length_debias and scorer_class.defines_axes:
+            raise ValueError(
+                f"length_debias adjusts per-response scores; scorer {self.scorer!r} defines the map's axes itself"
+            )
 
     @staticmethod
     def epilog() -> str:
@@ -159,16 +164,18 @@ def _unmapped_reason(row) -> str:
 
 
 def build_map_table(
-    instructions: pd.DataFrame, responses: pd.DataFrame, config: MapConfig
+    instructions: pd.DataFrame, responses: pd.DataFrame, config: MapConfig, *, axes: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, RegionThresholds]:
     """One row per instruction: its text and proxy, score statistics, region, mean rating, and
-    why it is unmapped when it is."""
+    why it is unmapped when it is. ``axes``: the scorer's own mean and variance per instruction."""
     stats = instruction_statistics(
         responses["instruction_id"],
         responses["alignment_score"].to_numpy(),
         all_instruction_ids=instructions["instruction_id"].to_numpy(),
         min_responses=config.min_responses,
     )
+    if axes is not None:
+        stats = with_axes(stats, axes)
     regions, thresholds = assign_regions(
         stats,
         method=config.region_method,
@@ -254,7 +261,8 @@ def _run_map(config: MapConfig, transaction: RunTransaction, *, progress: bool, 
             responses["alignment_score"], fit = length_residuals(
                 responses["alignment_score_raw"].to_numpy(), responses["response_chars"].to_numpy()
             )
-        map_table, thresholds = build_map_table(instructions, responses, config)
+        axes = scorer.instruction_axes() if scorer.defines_axes else None
+        map_table, thresholds = build_map_table(instructions, responses, config, axes=axes)
         if config.length_debias:
             length_debias = {**fit.to_dict(), **region_moves(raw_map["region"], map_table["region"])}
             map_table["region_before_debias"] = raw_map["region"].to_numpy()

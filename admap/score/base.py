@@ -43,6 +43,9 @@ class Scorer(Protocol):
 
     name: ClassVar[str]
     needs_proxy: ClassVar[bool]
+    # Whether `instruction_axes` gives the map's axes (then its scores cannot be length-debiased, which
+    # works on per-response scores).
+    defines_axes: ClassVar[bool]
 
     @classmethod
     def from_options(cls, options: Any, context: ScoringContext) -> Scorer:
@@ -61,6 +64,11 @@ class Scorer(Protocol):
         """Tables written into the run directory by file name (read after `score`), e.g. the judge's verdicts."""
         ...
 
+    def instruction_axes(self) -> pd.DataFrame | None:
+        """The map's axes per instruction (``instruction_id``, ``mean_score``, ``score_variance``) when the
+        scorer defines them itself (read after `score`); None: the mean and variance of its per-response scores."""
+        ...
+
     def score(
         self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
     ) -> np.ndarray: ...
@@ -68,9 +76,10 @@ class Scorer(Protocol):
 
 class ScorerDefaults:
     """The protocol's optional parts for a scorer that has nothing to add: its name as label, no
-    report, no tables."""
+    report, no tables, the map's axes from its per-response scores."""
 
     name: ClassVar[str]
+    defines_axes: ClassVar[bool] = False
 
     def label(self) -> str:
         return self.name
@@ -80,6 +89,9 @@ class ScorerDefaults:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {}
+
+    def instruction_axes(self) -> pd.DataFrame | None:
+        return None
 
 
 SCORERS: Registry[type] = Registry("scorer")

@@ -30,7 +30,7 @@ from admap.embed import EmbeddingOptions, EmbeddingReport
 from admap.embedding_store import stored_embeddings
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, load_causal_lm
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
-from admap.score.reward import plain_rendering
+from admap.score.causal_lm import encode_in_context, padded_batches
 from admap.select import preference_pairs
 
 logger = logging.getLogger(__name__)
@@ -209,21 +209,6 @@ def pair_agreement(utilities: np.ndarray, pairs: np.ndarray) -> float:
 # --- Features ----------------------------------------------------------------------------------------------------
 
 
-def response_window(prompt_ids: list[int], response_ids: list[int], max_length: int) -> tuple[list[int], int]:
-    """``(ids, n)``: the response's first ``max_length`` tokens after as much of the prompt's end as fits,
-    and ``n``, how many of the ids (the last ones) are the response's."""
-    response_ids = response_ids[:max_length]
-    room = max_length - len(response_ids)
-    return (prompt_ids[-room:] if room > 0 else []) + response_ids, len(response_ids)
-
-
-def prompt_text(messages: list[dict], tokenizer) -> tuple[str, bool]:
-    """The conversation up to the assistant's turn, and whether the tokenizer should add special tokens."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
-    return plain_rendering(messages) + "\nAssistant: ", True
-
-
 def lm_hidden_features(
     conversations: list[list[dict]],
     texts: list[str],
@@ -247,32 +232,24 @@ def lm_hidden_features(
     device = pick_device(device)
     lm, tokenizer = load_causal_lm(model, device=device)
     backbone = lm.base_model  # the transformer without its vocabulary head, which pooling does not need
-    encoded = []
-    for messages, text in zip(conversations, texts):
-        prompt, add_special = prompt_text(messages, tokenizer)
-        prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
-        encoded.append(response_window(prompt_ids, tokenizer(text, add_special_tokens=False)["input_ids"], max_length))
+    encoded = encode_in_context(conversations, texts, tokenizer, max_length)
     batch_size = batch_size or (32 if device.startswith("cuda") else 8)
-    # Longest first: batches of similar length waste little padding, and a batch too big fails at once.
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
     features = np.zeros((len(encoded), backbone.config.hidden_size), dtype=np.float32)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc=f"hidden states ({model})", unit=" batch", disable=not progress):
-        width = max(len(encoded[i][0]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        pool = torch.zeros((len(batch), width), dtype=torch.float32)
-        for row, i in enumerate(batch):
+    batches = padded_batches(encoded, batch_size, pad)
+    total = -(-len(encoded) // batch_size)
+    for rows, ids, mask in tqdm(
+        batches, total=total, desc=f"hidden states ({model})", unit=" batch", disable=not progress
+    ):
+        pool = torch.zeros(ids.shape, dtype=torch.float32)
+        for row, i in enumerate(rows):
             tokens, n_response = encoded[i]
-            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, : len(tokens)] = 1
             # An empty response has no tokens of its own: its last context token stands in.
             pool[row, len(tokens) - max(n_response, 1) : len(tokens)] = 1.0
         with torch.inference_mode():
             hidden = backbone(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).last_hidden_state
         pooled = (hidden.float().cpu() * pool[:, :, None]).sum(1) / pool.sum(1, keepdim=True)
-        features[batch] = pooled.numpy()
+        features[rows] = pooled.numpy()
     return features
 
 

@@ -15,13 +15,9 @@ from tqdm.auto import tqdm
 from admap.config import option
 from admap.devices import pick_device, resolve_dtype
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
+from admap.score.causal_lm import plain_rendering
 
 logger = logging.getLogger(__name__)
-
-
-def plain_rendering(messages: list[dict]) -> str:
-    """``Role: content`` lines, for a tokenizer without a chat template."""
-    return "\n".join(f"{str(m.get('role', 'user')).capitalize()}: {m.get('content', '')}" for m in messages)
 
 
 @dataclass

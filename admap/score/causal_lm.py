@@ -1,0 +1,61 @@
+"""Reading responses with a causal LM: each response tokenized as the assistant's reply in its own
+conversation, cut from the left to fit, and batched with right padding so that every token keeps the
+position it has in an unbatched run. Shared by the scorers that read responses with an LM (``learned``'s
+hidden-state features, ``sft_probability``) and, for the rendering, the reward model's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+
+def plain_rendering(messages: list[dict]) -> str:
+    """``Role: content`` lines, for a tokenizer without a chat template."""
+    return "\n".join(f"{str(m.get('role', 'user')).capitalize()}: {m.get('content', '')}" for m in messages)
+
+
+def response_window(prompt_ids: list[int], response_ids: list[int], max_length: int) -> tuple[list[int], int]:
+    """``(ids, n)``: the response's first ``max_length`` tokens after as much of the prompt's end as fits,
+    and ``n``, how many of the ids (the last ones) are the response's."""
+    response_ids = response_ids[:max_length]
+    room = max_length - len(response_ids)
+    return (prompt_ids[-room:] if room > 0 else []) + response_ids, len(response_ids)
+
+
+def prompt_text(messages: list[dict], tokenizer) -> tuple[str, bool]:
+    """The conversation up to the assistant's turn, and whether the tokenizer should add special tokens."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), False
+    return plain_rendering(messages) + "\nAssistant: ", True
+
+
+def encode_in_context(
+    conversations: Sequence[list[dict]], texts: Sequence[str], tokenizer, max_length: int
+) -> list[tuple[list[int], int]]:
+    """Per response, `response_window` of its conversation's prompt and its own tokens."""
+    encoded = []
+    for messages, text in zip(conversations, texts):
+        prompt, add_special = prompt_text(messages, tokenizer)
+        prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"]
+        encoded.append(response_window(prompt_ids, tokenizer(text, add_special_tokens=False)["input_ids"], max_length))
+    return encoded
+
+
+def padded_batches(
+    encoded: list[tuple[list[int], int]], batch_size: int, pad_id: int
+) -> Iterator[tuple[list[int], ...]]:
+    """``(rows, ids, mask)`` per batch: which encoded sequences, and their right-padded ids and attention
+    mask as tensors. Longest first: batches of similar length waste little padding, and a batch too big
+    fails at once."""
+    import torch
+
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(encoded[i][0]) for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, i in enumerate(rows):
+            tokens = encoded[i][0]
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, : len(tokens)] = 1
+        yield rows, ids, mask

@@ -1,0 +1,149 @@
+"""The proxy-free map: how much an instruction's own responses agree with one another.
+
+The authors' code offers this variability (``response_variance_calculation``, ``var_method: comb``):
+the population variance of the cosine similarities between every pair of an instruction's responses,
+embedded with a sentence-transformers model. No proxy is asked for. This scorer draws the whole map from
+those similarities:
+
+- **x, variability**: ``np.var`` of the instruction's pairwise cosines (the authors' definition);
+- **y, mean**: the mean of the same pairwise cosines: how much the responses agree, *not* how close they
+  are to a strong model's answer. Responses that all give the same poor answer land high; an instruction
+  that admits many good, different answers lands low. Read "high mean" as "consensus", not as "aligned";
+- **per response**: its mean cosine to its instruction's other responses (how central it is). Their mean
+  over an instruction is the y value above; ranking pairs, ``score_margin`` and the diagnosis use it.
+
+An instruction with fewer than two responses has no pair and stays unmapped; one with exactly two has one
+pair, so its variance is 0 whatever its responses say: on pair datasets (HH-RLHF, binarized UltraFeedback)
+the x axis carries nothing, which the run warns about and counts (``instructions_with_one_pair``). The map
+needs three or more responses per instruction, as raw UltraFeedback's four. Embeddings go through the
+shared embedding cache, so a reference run on the same data has already embedded these responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from admap.embed import EmbeddingOptions, EmbeddingReport
+from admap.embedding_store import stored_embeddings
+from admap.models import DEFAULT_EMBEDDING_MODEL
+from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
+from admap.score.learned import same_instruction_pairs
+
+logger = logging.getLogger(__name__)
+
+
+def group_agreement(vectors: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """For one instruction's unit-length response vectors: each response's mean cosine to the others,
+    and the mean and population variance of the pairwise cosines (NaN with fewer than two responses)."""
+    n = len(vectors)
+    if n < 2:
+        return np.full(n, np.nan), float("nan"), float("nan")
+    gram = np.clip(vectors.astype(np.float64) @ vectors.T.astype(np.float64), -1.0, 1.0)
+    centrality = (gram.sum(axis=1) - np.diag(gram)) / (n - 1)
+    pairs = gram[np.triu_indices(n, k=1)]
+    return centrality, float(pairs.mean()), float(pairs.var())
+
+
+@SCORERS.register("self_similarity")
+@dataclass
+class SelfSimilarityScorer(ScorerDefaults):
+    """Per instruction, the mean and variance of its responses' pairwise cosine similarities (no proxy)."""
+
+    name: ClassVar[str] = "self_similarity"
+    needs_proxy: ClassVar[bool] = False
+    defines_axes: ClassVar[bool] = True
+
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    batch_size: int | None = None
+    device: str = "auto"
+    options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
+    progress: bool = True
+    seed: int = 42
+    embedding_report: EmbeddingReport | None = field(default=None, init=False, repr=False, compare=False)
+    axes: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
+    # How many instructions have one pair only (variance 0 by construction), for summary.json.
+    one_pair: int = field(default=0, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_options(cls, options: None, context: ScoringContext) -> SelfSimilarityScorer:
+        return cls(
+            embedding_model=context.embedding_model,
+            batch_size=context.embed_batch_size,
+            device=context.device,
+            options=context.embedding,
+            progress=context.progress,
+            seed=context.seed,
+        )
+
+    def label(self) -> str:
+        return f"{self.name} ({self.embedding_model})"
+
+    def report(self) -> dict:
+        return {
+            "model": self.embedding_model,
+            "axes": "mean and variance of the pairwise cosines among an instruction's own responses (no proxy)",
+            "instructions_with_one_pair": self.one_pair,
+            "embedding": self.embedding_report.to_dict() if self.embedding_report else None,
+        }
+
+    def instruction_axes(self) -> pd.DataFrame | None:
+        return self.axes
+
+    def score(
+        self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        groups = responses["instruction_id"].to_numpy()
+        scores = np.full(len(responses), np.nan, dtype=np.float32)
+        if len(responses) == 0:
+            self.axes = pd.DataFrame(columns=["instruction_id", "mean_score", "score_variance"])
+            return scores
+        with stored_embeddings(
+            responses["response"].fillna("").astype(str).tolist(),
+            # The precision check compares what is scored: cosines between responses to one instruction.
+            same_instruction_pairs(groups),
+            model=self.embedding_model,
+            options=self.options,
+            device=self.device,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            progress=self.progress,
+        ) as stored:
+            self.embedding_report = stored.report
+            codes, unique_ids = pd.factorize(pd.Series(groups, dtype=object), sort=False)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.flatnonzero(np.diff(codes[order])) + 1
+            means = np.full(len(unique_ids), np.nan)
+            variances = np.full(len(unique_ids), np.nan)
+            chunk = self.options.embed_chunk_size
+            members = np.split(order, bounds)
+            # Read the store a chunk of instructions at a time: memory stays bounded by the chunk size.
+            start = 0
+            while start < len(members):
+                stop, rows = start, 0
+                while stop < len(members) and (rows == 0 or rows + len(members[stop]) <= chunk):
+                    rows += len(members[stop])
+                    stop += 1
+                block = np.concatenate(members[start:stop])
+                vectors = stored.store.gather(stored.positions[block])
+                offset = 0
+                for group in range(start, stop):
+                    size = len(members[group])
+                    centrality, means[group], variances[group] = group_agreement(vectors[offset : offset + size])
+                    scores[members[group]] = centrality
+                    offset += size
+                start = stop
+        self.axes = pd.DataFrame({"instruction_id": unique_ids, "mean_score": means, "score_variance": variances})
+        self.one_pair = int(sum(len(group) == 2 for group in members))
+        if self.one_pair:
+            logger.warning(
+                "self_similarity: %d of %d instructions have two responses, one pair: their variance is 0 by "
+                "construction; the proxy-free map needs three or more responses per instruction",
+                self.one_pair,
+                len(members),
+            )
+        return scores
