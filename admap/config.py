@@ -30,13 +30,38 @@ def option(
     default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False, prefix: str = "", **kwargs: Any
 ) -> Any:
     """A config field with its help text. ``prefix`` (for a nested dataclass) goes before each of its
-    flags, so that two nested configs of one type (a proxy generator and a judge) get distinct flags."""
+    flags, so that two nested configs of one type (a proxy generator and a judge) get distinct flags.
+
+    A nested dataclass's default may set some of its fields (``GeneratorOptions(max_new_tokens=384)``):
+    those stay when a YAML section or a flag sets other fields of it (``overrides`` in the metadata)."""
     metadata = {"help": help, "positional": positional, "prefix": prefix}
     if dataclasses.is_dataclass(default):
+        metadata["overrides"] = _set_fields(default)
         return dataclasses.field(default_factory=lambda: dataclasses.replace(default), metadata=metadata, **kwargs)
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def _set_fields(instance: Any) -> dict[str, Any]:
+    """The fields of a dataclass instance that differ from its class's defaults, nested as `build` reads them."""
+    try:
+        plain = to_dict(type(instance)())
+    except TypeError:  # required fields: every field is set
+        return to_dict(instance)
+    return _differences(to_dict(instance), plain)
+
+
+def _differences(values: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    changed = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(baseline.get(key), dict):
+            inner = _differences(value, baseline[key])
+            if inner:
+                changed[key] = inner
+        elif value != baseline.get(key):
+            changed[key] = value
+    return changed
 
 
 class Registered:
@@ -219,6 +244,7 @@ def build(cls: type[T], values: dict[str, Any], *, source: str = "config") -> T:
         if dataclasses.is_dataclass(hints[name]):
             if not isinstance(value, dict):
                 raise ValueError(f"{source}: '{name}' must be a mapping")
+            value = deep_merge(known[name].metadata.get("overrides", {}), value)
             value = build(hints[name], value, source=f"{source}.{name}")
         kwargs[name] = value
     for group, registry in groups.items():

@@ -90,8 +90,9 @@ class EvaluationOptions:
         None, "MT-Bench: a folder with question.jsonl, reference_answer/gpt-4.jsonl, judge_prompts.jsonl (None: skip)"
     )
     mt_bench_questions: int | None = option(None, "first N MT-Bench questions (None: all 80)")
-    mt_bench_mode: Literal["single", "pairwise"] = option(
-        "single", "single-answer grading (1-10), or pairwise against the reference answers"
+    mt_bench_mode: Literal["single", "pairwise", "both"] = option(
+        "single",
+        "single-answer grading (1-10), pairwise against the reference answers (both orders), or both (the authors')",
     )
     evol_instruct: str | None = option(None, "Evol-Instruct test set (WizardLM_testset.jsonl) (None: skip)")
     evol_instruct_questions: int | None = option(None, "first N Evol-Instruct instructions (None: all 218)")
@@ -104,8 +105,21 @@ class EvaluationOptions:
     )
     reference_answers: str = option(
         "base",
-        "opponent in pairwise judging: 'base' (the policy before DPO, answered once per experiment) "
-        "or a folder of FastChat answer files (mt_bench.jsonl, evol_instruct.jsonl)",
+        "opponent in pairwise judging: 'base' (the policy before DPO, answered once per experiment), 'baseline' "
+        "(the `baseline` model's answers, generated once through its generator and cached: the authors judged "
+        "against FastChat's default baseline, gpt-3.5-turbo) or a folder of FastChat answer files "
+        "(mt_bench.jsonl, evol_instruct.jsonl)",
+    )
+    baseline: GeneratorOptions = option(
+        GeneratorOptions(
+            generator="openai",
+            generator_model="gpt-3.5-turbo",
+            max_new_tokens=1024,
+            system_prompt="You are a helpful assistant.",
+        ),
+        "reference_answers 'baseline': the baseline model and its generator (any OpenAI-compatible endpoint; "
+        "FastChat's gpt-3.5-turbo answers with 1024 new tokens and this system prompt)",
+        prefix="baseline_",
     )
     answer: GeneratorOptions = option(
         GeneratorOptions(max_new_tokens=512, system_prompt="", cache=False),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from admap.generate.cache import ResponseCache
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import build_generator
 from admap_experiments.evaluate.answers import answer_file, answers_to, generate_answers, unanswered
@@ -103,6 +104,8 @@ def _answer_job(job: AnswerJob, failures: Connection, log_levels: dict[str, int]
         logging.getLogger(name).setLevel(level)
     try:
         generator = build_generator(job.generation, progress=job.progress)
+        # A fixed model (an API baseline) is asked once for all experiments; a trained checkpoint is not cached.
+        cache = ResponseCache(job.generation.cache_dir) if job.generation.cache else None
         for name, questions in job.questions.items():
             generate_answers(
                 questions,
@@ -110,6 +113,7 @@ def _answer_job(job: AnswerJob, failures: Connection, log_levels: dict[str, int]
                 model_id=job.model_id,
                 path=job.answer_path(name),
                 system_prompt=job.system_prompt,
+                cache=cache,
             )
     except BaseException:
         failures.send(traceback.format_exc())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from admap.config import to_dict
 from admap.devices import pick_device
+from admap.generate.options import GeneratorOptions
 from admap_experiments.config import EvaluationOptions, ExperimentConfig, fingerprint
 from admap_experiments.evaluate.alpaca_eval import (
     alpaca_eval_outputs,
@@ -53,23 +54,29 @@ def benchmark_questions(options: EvaluationOptions) -> dict[str, list]:
 
 def _needs_opponent(options: EvaluationOptions) -> set[str]:
     needed = {EVOL_INSTRUCT} if options.evol_instruct else set()
-    if options.mt_bench and options.mt_bench_mode == "pairwise":
+    if options.mt_bench and options.mt_bench_mode in ("pairwise", "both"):
         needed.add(MT_BENCH)
     return needed
 
 
 def answer_benchmarks(
-    model: str, model_id: str, options: EvaluationOptions, out_dir: Path, benchmarks: set[str], *, progress: bool
+    generation: GeneratorOptions,
+    model_id: str,
+    options: EvaluationOptions,
+    out_dir: Path,
+    benchmarks: set[str],
+    *,
+    progress: bool,
 ) -> dict[str, list[dict]]:
-    """``model`` answers each benchmark in ``benchmarks``, in a child process (`answer_in_child`); FastChat answer
-    files under ``out_dir/<benchmark>/model_answer/``, reused where complete."""
+    """The model of ``generation`` answers each benchmark in ``benchmarks``, in a child process (`answer_in_child`);
+    FastChat answer files under ``out_dir/<benchmark>/model_answer/``, reused where complete."""
     questions = benchmark_questions(options)
     job = AnswerJob(
-        generation=replace(options.answer, generator_model=model),
+        generation=generation,
         model_id=model_id,
         questions={name: questions[name] for name in sorted(benchmarks)},
         out_dir=out_dir,
-        system_prompt=options.answer.system_prompt or None,
+        system_prompt=generation.system_prompt or None,
         progress=progress,
     )
     return answer_in_child(job)
@@ -78,17 +85,24 @@ def answer_benchmarks(
 def reference_answers(
     config: ExperimentConfig, base_checkpoint: str, folder: Path, *, progress: bool
 ) -> dict[str, list[dict]]:
-    """The pairwise opponent's answers: the untrained policy's (generated once per experiment and
-    answer settings) or FastChat answer files (``<benchmark>.jsonl``) in a given folder."""
+    """The pairwise opponent's answers: the untrained policy's (generated once per experiment and answer
+    settings), a baseline model's (``baseline``: generated once per baseline and questions, each request
+    cached) or FastChat answer files (``<benchmark>.jsonl``) in a given folder."""
     options = config.evaluation
     needed = _needs_opponent(options)
     if not needed:
         return {}
+    if options.reference_answers == "baseline":
+        baseline = options.baseline
+        questions = {name: [q.question_id for q in asked] for name, asked in benchmark_questions(options).items()}
+        out_dir = folder / fingerprint({"baseline": to_dict(baseline), "questions": questions})
+        return answer_benchmarks(baseline, baseline.generator_model, options, out_dir, needed, progress=progress)
     if options.reference_answers != "base":
         return {name: read_answers(Path(options.reference_answers) / f"{name}.jsonl") for name in needed}
     settings = {"model": config.train.model, "answer": to_dict(options.answer), "evaluation": to_dict(options)}
     out_dir = folder / fingerprint(settings)
-    return answer_benchmarks(base_checkpoint, "base", options, out_dir, needed, progress=progress)
+    generation = replace(options.answer, generator_model=base_checkpoint)
+    return answer_benchmarks(generation, "base", options, out_dir, needed, progress=progress)
 
 
 def evaluate_policy(
@@ -108,7 +122,8 @@ def evaluate_policy(
         return {}
     model_id = "policy"
     if "answer" in stages:
-        answers = answer_benchmarks(str(model_dir), model_id, options, eval_dir, set(questions), progress=progress)
+        generation = replace(options.answer, generator_model=str(model_dir))
+        answers = answer_benchmarks(generation, model_id, options, eval_dir, set(questions), progress=progress)
     else:
         answers = {name: read_answers(answer_file(eval_dir / name, model_id)) for name in questions}
     if "judge" not in stages:
@@ -130,16 +145,18 @@ def evaluate_policy(
     judge = build_judge(options.judge, options.judge_generation, device=pick_device("auto"), progress=progress)
     row["judge"] = f"{options.judge}:{judge.model}"
     if MT_BENCH in questions:
-        row |= run_mt_bench(
-            answers[MT_BENCH],
-            questions=questions[MT_BENCH],
-            references=read_reference_answers(options.mt_bench),
-            prompts=prompts,
-            judge=judge,
-            out_dir=eval_dir / MT_BENCH,
-            mode=options.mt_bench_mode,
-            baseline_answers=reference.get(MT_BENCH),
-        )
+        modes = ("single", "pairwise") if options.mt_bench_mode == "both" else (options.mt_bench_mode,)
+        for mode in modes:
+            row |= run_mt_bench(
+                answers[MT_BENCH],
+                questions=questions[MT_BENCH],
+                references=read_reference_answers(options.mt_bench),
+                prompts=prompts,
+                judge=judge,
+                out_dir=eval_dir / MT_BENCH,
+                mode=mode,
+                baseline_answers=reference.get(MT_BENCH),
+            )
     if EVOL_INSTRUCT in questions:
         row |= run_evol_instruct(
             answers[EVOL_INSTRUCT],
