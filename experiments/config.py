@@ -65,6 +65,11 @@ class TrainOptions:
     memory_check: bool = option(
         True, "log the per-GPU memory estimate before training and refuse a configuration that cannot fit the GPU"
     )
+    validation_fraction: float = option(
+        0.0,
+        "share of the selected pairs held out (drawn with dpo.seed, as LLaMA-Factory's val_size) and scored by "
+        "TRL's evaluation after training (eval_loss, eval_rewards/accuracies in train.json); the authors: 0.01",
+    )
 
     def __post_init__(self) -> None:
         reserved = [key for key in self.dpo if key in RUNNER_DPO_FIELDS]
@@ -73,6 +78,8 @@ class TrainOptions:
         _check_fields(self.dpo, dpo_config_fields(), owner="trl.DPOConfig", field="train.dpo")
         if self.lora is not None:
             _check_fields(self.lora, lora_config_fields(), owner="peft.LoraConfig", field="train.lora")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"train.validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.global_batch_size is not None:
             if self.global_batch_size < 1:
                 raise ValueError(f"train.global_batch_size must be >= 1, got {self.global_batch_size}")

@@ -261,6 +261,11 @@ def train_dpo(
     )
     training_memory(options, args, checkpoint, state=state, device=device)
     dataset = load_dataset("json", data_files=str(pairs_path), split="train")
+    held_out = None
+    if options.validation_fraction:
+        # As LLaMA-Factory's val_size: pairs drawn at random with the training seed.
+        split = dataset.train_test_split(test_size=options.validation_fraction, seed=args.seed)
+        dataset, held_out = split["train"], split["test"]
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -272,7 +277,12 @@ def train_dpo(
     # The policy is loaded by TRL from its path (in fp32, by model_init_kwargs): each process places
     # its own copy, and under DeepSpeed ZeRO-3 the weights are partitioned as they load.
     trainer = DPOTrainer(
-        model=checkpoint, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        model=checkpoint,
+        args=args,
+        train_dataset=dataset,
+        eval_dataset=held_out,
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     reference_in_bf16(trainer)
     dropped = len(dataset) - len(trainer.train_dataset)
@@ -286,6 +296,8 @@ def train_dpo(
     output = trainer.train()
     metrics = _final_metrics(trainer, output)
     metrics |= {"train_pairs": len(trainer.train_dataset), "train_pairs_dropped": dropped}
+    if held_out is not None:
+        metrics |= trainer.evaluate() | {"validation_pairs": len(trainer.eval_dataset)}
     model_dir = out_dir / "model"
     if peft_config is None:
         trainer.save_model(str(model_dir))  # the main process writes; sharded (DeepSpeed, FSDP) weights gathered
