@@ -128,7 +128,10 @@ def test_a_child_error_is_raised_in_the_parent(tmp_path):
 
 def test_vllm_gets_its_memory_share_in_a_child(tmp_path, fake_vllm, started_children):
     job = AnswerJob(
-        generation=GeneratorOptions(generator="vllm", generator_model="org/policy", gpu_memory_utilization=0.55),
+        # A trained policy's answers are not cached (the experiments' answer options say so): the engine must start.
+        generation=GeneratorOptions(
+            generator="vllm", generator_model="org/policy", gpu_memory_utilization=0.55, cache=False
+        ),
         model_id="policy",
         questions={"mt_bench": QUESTIONS},
         out_dir=tmp_path / "eval",

@@ -4,17 +4,15 @@ embedding and the embedding of its instruction's proxy response."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from admap.embed import EmbeddingOptions, EmbeddingReport
-from admap.embedding_store import stored_embeddings
 from admap.faiss_build import import_faiss
-from admap.models import DEFAULT_EMBEDDING_MODEL
-from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
+from admap.score.base import SCORERS
+from admap.score.sentence_scorer import SentenceScorer
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +59,7 @@ def reference_scores(
 
 @SCORERS.register("reference")
 @dataclass
-class ReferenceScorer(ScorerDefaults):
+class ReferenceScorer(SentenceScorer):
     """Similarity to the proxy response (the paper's reference-based alignment score).
 
     Distinct texts are embedded once into the on-disk `EmbeddingStore` (reused across runs), and
@@ -73,36 +71,6 @@ class ReferenceScorer(ScorerDefaults):
     name: ClassVar[str] = "reference"
     needs_proxy: ClassVar[bool] = True
 
-    embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    # None: 16 on the CPU, 128 on CUDA, the device the engine encodes on (`default_batch_size`).
-    batch_size: int | None = None
-    device: str = "auto"
-    options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
-    progress: bool = True
-    seed: int = 42
-    # What the last `score` embedded, cached and checked (written to summary.json).
-    embedding_report: EmbeddingReport | None = field(default=None, init=False, repr=False, compare=False)
-
-    @classmethod
-    def from_options(cls, options: None, context: ScoringContext) -> ReferenceScorer:
-        return cls(
-            embedding_model=context.embedding_model,
-            batch_size=context.embed_batch_size,
-            device=context.device,
-            options=context.embedding,
-            progress=context.progress,
-            seed=context.seed,
-        )
-
-    def label(self) -> str:
-        return f"{self.name} ({self.embedding_model})"
-
-    def report(self) -> dict:
-        return {
-            "model": self.embedding_model,
-            "embedding": self.embedding_report.to_dict() if self.embedding_report else None,
-        }
-
     def score(
         self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
     ) -> np.ndarray:
@@ -113,18 +81,10 @@ class ReferenceScorer(ScorerDefaults):
         response_texts = responses.loc[scorable, "response"].tolist()
         proxy_texts = response_proxy[scorable].tolist()
         n = len(response_texts)
-        with stored_embeddings(
-            [*response_texts, *proxy_texts],
-            # The precision check compares what is scored: each response's cosine to its proxy.
-            np.column_stack([np.arange(n), n + np.arange(n)]),
-            model=self.embedding_model,
-            options=self.options,
-            device=self.device,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            progress=self.progress,
+        # The precision check compares what is scored: each response's cosine to its proxy.
+        with self.embedded(
+            [*response_texts, *proxy_texts], np.column_stack([np.arange(n), n + np.arange(n)])
         ) as stored:
-            self.embedding_report = stored.report
             scores[scorable] = stored_pair_scores(
                 stored.store, stored.positions[:n], stored.positions[n:], chunk_size=self.options.embed_chunk_size
             )

@@ -28,11 +28,9 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from admap.embed import EmbeddingOptions, EmbeddingReport
-from admap.embedding_store import stored_embeddings
-from admap.models import DEFAULT_EMBEDDING_MODEL
-from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
+from admap.score.base import SCORERS
 from admap.score.learned import same_instruction_pairs
+from admap.score.sentence_scorer import SentenceScorer
 
 logger = logging.getLogger(__name__)
 
@@ -51,44 +49,22 @@ def group_agreement(vectors: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 @SCORERS.register("self_similarity")
 @dataclass
-class SelfSimilarityScorer(ScorerDefaults):
+class SelfSimilarityScorer(SentenceScorer):
     """Per instruction, the mean and variance of its responses' pairwise cosine similarities (no proxy)."""
 
     name: ClassVar[str] = "self_similarity"
     needs_proxy: ClassVar[bool] = False
     defines_axes: ClassVar[bool] = True
 
-    embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    batch_size: int | None = None
-    device: str = "auto"
-    options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
-    progress: bool = True
-    seed: int = 42
-    embedding_report: EmbeddingReport | None = field(default=None, init=False, repr=False, compare=False)
     axes: pd.DataFrame | None = field(default=None, init=False, repr=False, compare=False)
     # How many instructions have one pair only (variance 0 by construction), for summary.json.
     one_pair: int = field(default=0, init=False, repr=False, compare=False)
 
-    @classmethod
-    def from_options(cls, options: None, context: ScoringContext) -> SelfSimilarityScorer:
-        return cls(
-            embedding_model=context.embedding_model,
-            batch_size=context.embed_batch_size,
-            device=context.device,
-            options=context.embedding,
-            progress=context.progress,
-            seed=context.seed,
-        )
-
-    def label(self) -> str:
-        return f"{self.name} ({self.embedding_model})"
-
     def report(self) -> dict:
         return {
-            "model": self.embedding_model,
+            **super().report(),
             "axes": "mean and variance of the pairwise cosines among an instruction's own responses (no proxy)",
             "instructions_with_one_pair": self.one_pair,
-            "embedding": self.embedding_report.to_dict() if self.embedding_report else None,
         }
 
     def instruction_axes(self) -> pd.DataFrame | None:
@@ -102,18 +78,9 @@ class SelfSimilarityScorer(ScorerDefaults):
         if len(responses) == 0:
             self.axes = pd.DataFrame(columns=["instruction_id", "mean_score", "score_variance"])
             return scores
-        with stored_embeddings(
-            responses["response"].fillna("").astype(str).tolist(),
-            # The precision check compares what is scored: cosines between responses to one instruction.
-            same_instruction_pairs(groups),
-            model=self.embedding_model,
-            options=self.options,
-            device=self.device,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            progress=self.progress,
-        ) as stored:
-            self.embedding_report = stored.report
+        texts = responses["response"].fillna("").astype(str).tolist()
+        # The precision check compares what is scored: cosines between responses to one instruction.
+        with self.embedded(texts, same_instruction_pairs(groups)) as stored:
             codes, unique_ids = pd.factorize(pd.Series(groups, dtype=object), sort=False)
             order = np.argsort(codes, kind="stable")
             bounds = np.flatnonzero(np.diff(codes[order])) + 1
