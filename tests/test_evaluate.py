@@ -756,6 +756,37 @@ def test_alpaca_eval_clear_errors(tmp_path, monkeypatch):
         load_alpaca_eval_instructions()
 
 
+def test_the_pkg_resources_shim_answers_as_alpaca_eval_asks():
+    from importlib import metadata
+
+    from admap_experiments.evaluate.alpaca_eval import _pkg_resources_shim
+
+    shim = _pkg_resources_shim()
+    assert shim.parse_version("0.10.1") > shim.parse_version("0.9.7")
+    assert shim.get_distribution("numpy").version == metadata.version("numpy")
+    with pytest.raises(metadata.PackageNotFoundError):
+        shim.get_distribution("no-such-distribution-admap")
+
+
+def test_alpaca_eval_imports_without_setuptools_pkg_resources(monkeypatch):
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("alpaca_eval") is None:
+        pytest.skip("alpaca-eval is not installed (admap's eval and dev extras install it)")
+
+    from admap_experiments.evaluate.alpaca_eval import _import_alpaca_eval
+
+    monkeypatch.delitem(sys.modules, "pkg_resources", raising=False)
+    if importlib.util.find_spec("pkg_resources") is not None:
+        pytest.skip("this setuptools still ships pkg_resources")
+    for name in [m for m in sys.modules if m == "alpaca_eval" or m.startswith("alpaca_eval.")]:
+        monkeypatch.delitem(sys.modules, name)
+    alpaca_eval = _import_alpaca_eval()
+    assert callable(alpaca_eval.evaluate)
+    assert alpaca_eval.utils.get_package_version("numpy") == __import__("numpy").__version__
+
+
 def test_write_jsonl_is_atomic_and_readable(tmp_path):
     path = write_jsonl(tmp_path / "deep" / "x.jsonl", [{"a": 1}, {"b": "é"}])
     assert read_jsonl(path) == [{"a": 1}, {"b": "é"}]

@@ -14,9 +14,12 @@ a dataset loading script, which ``datasets`` >= 4 no longer runs; ``reference_ou
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,16 +117,26 @@ def write_alpaca_eval_outputs(path: str | Path, outputs: Sequence[dict]) -> Path
     return path
 
 
+def _pkg_resources_shim() -> types.ModuleType:
+    """The two functions of ``pkg_resources`` that alpaca-eval 0.6.6 calls (``parse_version``,
+    ``get_distribution(name).version``), from ``packaging`` and ``importlib.metadata``: setuptools 81
+    and later no longer ship ``pkg_resources``."""
+    from importlib import metadata
+
+    from packaging.version import parse
+
+    shim = types.ModuleType("pkg_resources")
+    shim.parse_version = parse
+    shim.get_distribution = lambda name: types.SimpleNamespace(version=metadata.version(name))
+    return shim
+
+
 def _import_alpaca_eval():
+    if "pkg_resources" not in sys.modules and importlib.util.find_spec("pkg_resources") is None:
+        sys.modules["pkg_resources"] = _pkg_resources_shim()
     try:
         import alpaca_eval
     except ModuleNotFoundError as error:
-        if error.name == "pkg_resources":
-            # alpaca-eval 0.6.6 imports pkg_resources, which setuptools 81 and later no longer ship.
-            raise RuntimeError(
-                "alpaca_eval is installed but needs pkg_resources, which this setuptools lacks: "
-                "pip install 'setuptools<81'"
-            ) from error
         raise RuntimeError(
             "AlpacaEval needs the alpaca_eval package: pip install alpaca-eval "
             "(or admap's extra: pip install -e '.[eval]')"
