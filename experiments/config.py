@@ -108,7 +108,12 @@ class EvaluationOptions:
     )
     alpaca_eval_questions: int | None = option(None, "first N AlpacaEval instructions (None: all 805)")
     alpaca_eval_annotator: str = option(
-        "weighted_alpaca_eval_gpt4_turbo", "alpaca_eval annotators config (the paper: a gpt-4o annotator)"
+        "weighted_alpaca_eval_gpt4_turbo",
+        "alpaca_eval annotators config: one of its names, or a config file or folder (the authors': "
+        "experiments/configs/alpaca_eval/alpaca_eval_gpt4o)",
+    )
+    alpaca_eval_length_controlled: bool = option(
+        True, "AlpacaEval 2's length-controlled win rate too (its model reads a table from the hub)"
     )
     reference_answers: str = option(
         "base",

@@ -791,3 +791,57 @@ def test_write_jsonl_is_atomic_and_readable(tmp_path):
     path = write_jsonl(tmp_path / "deep" / "x.jsonl", [{"a": 1}, {"b": "é"}])
     assert read_jsonl(path) == [{"a": 1}, {"b": "é"}]
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def alpaca_ranking(messages, max_tokens=None):
+    """AlpacaEval's ranking annotator on loopback: the policy's answer (marked GOOD or BAD) wins if GOOD."""
+    prompt = "\n".join(m["content"] for m in messages)
+    at = {name: prompt.rfind(f'"model": "{name}"') for name in ("model_1", "model_2")}
+    marked = "GOOD" if "GOOD" in prompt else "BAD"
+    # The policy's answer is the section (after its model's name) that holds the mark.
+    policy = max((name for name in at if at[name] < prompt.index(marked)), key=at.get)
+    other = "model_2" if policy == "model_1" else "model_1"
+    winner, loser = (policy, other) if marked == "GOOD" else (other, policy)
+    return f"[{{'model': '{winner}', 'rank': 1}}, {{'model': '{loser}', 'rank': 2}}]"
+
+
+def test_alpaca_eval_with_the_authors_annotator_against_a_loopback_server(tmp_path, chat_server, monkeypatch):
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("alpaca_eval") is None:
+        pytest.skip("alpaca-eval is not installed (admap's eval and dev extras install it)")
+    monkeypatch.setattr(chat_server_module, "reply_text", alpaca_ranking)
+    questions = [f"Question {k}: how is tea made?" for k in range(4)]
+    outcomes = ["GOOD", "GOOD", "BAD", "GOOD"]
+    model = [
+        {"instruction": q, "output": f"{o} answer {k}.", "generator": "policy"}
+        for k, (q, o) in enumerate(zip(questions, outcomes))
+    ]
+    reference = [
+        {"instruction": q, "output": f"PLAIN answer {k}.", "generator": "base"} for k, q in enumerate(questions)
+    ]
+    (tmp_path / "model.json").write_text(json.dumps(model))
+    (tmp_path / "reference.json").write_text(json.dumps(reference))
+    annotator = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "alpaca_eval" / "alpaca_eval_gpt4o"
+    shipped = sorted(path.name for path in annotator.iterdir())
+    # AlpacaEval reads the API base when it is imported: a fresh process with the loopback server's address.
+    code = (
+        "import json; from admap_experiments.evaluate.alpaca_eval import run_alpaca_eval; "
+        f"print(json.dumps(run_alpaca_eval({str(tmp_path / 'model.json')!r}, out_dir={str(tmp_path / 'out')!r}, "
+        f"name='policy', annotators_config={str(annotator)!r}, reference_outputs={str(tmp_path / 'reference.json')!r}, "
+        "length_controlled=False)))"
+    )
+    env = {**__import__("os").environ, "OPENAI_API_KEY": FAKE_KEY, "OPENAI_API_BASE": chat_server.url}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["alpaca_eval_win_rate"] == outcomes.count("GOOD") / len(outcomes) == 0.75
+    assert result["alpaca_eval_n"] == 4 and chat_server.count() == 4
+    request = chat_server.requests[0].body
+    assert request["model"] == "gpt-4o-2024-11-20" and request["temperature"] == 0 and request["max_tokens"] == 100
+    # The annotation cache is in the run's folder; the shipped config folder is as it was.
+    assert (tmp_path / "out" / "annotator" / "alpaca_eval_gpt4o" / "annotations_seed0_configs.json").exists()
+    assert sorted(path.name for path in annotator.iterdir()) == shipped == ["configs.yaml"]
+    assert FAKE_KEY not in done.stdout + done.stderr

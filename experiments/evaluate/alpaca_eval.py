@@ -23,6 +23,8 @@ import types
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from admap.errors import InputError
 from admap_experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers
 from admap_experiments.evaluate.data import Question
@@ -144,6 +146,32 @@ def _import_alpaca_eval():
     return alpaca_eval
 
 
+def prepared_annotator(annotators_config: str, out_dir: Path, evaluators_dir: Path) -> str:
+    """An annotator given as a config file (or its folder) is copied to ``out_dir/annotator/<name>/configs.yaml``
+    with each relative prompt template made absolute (found beside the config, else among alpaca-eval's own
+    configs in ``evaluators_dir``): AlpacaEval then caches its annotations in the run's folder, not beside the
+    shipped file. A name of one of alpaca-eval's own annotators is returned as it is."""
+    path = Path(annotators_config)
+    if path.is_dir():
+        path = path / "configs.yaml"
+    if not path.is_file():
+        return annotators_config
+    configs = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for settings in configs.values():
+        template = settings.get("prompt_template")
+        if template and not Path(template).is_absolute():
+            found = [
+                base / template for base in (path.parent.parent, Path(evaluators_dir)) if (base / template).is_file()
+            ]
+            if not found:
+                raise InputError(f"{path}: prompt_template {template!r} is neither beside it nor in alpaca-eval")
+            settings["prompt_template"] = str(found[0].resolve())
+    target = out_dir / "annotator" / path.parent.name / "configs.yaml"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(configs, sort_keys=False), encoding="utf-8")
+    return str(target)
+
+
 def run_alpaca_eval(
     outputs_path: str | Path,
     *,
@@ -151,11 +179,13 @@ def run_alpaca_eval(
     name: str,
     annotators_config: str = DEFAULT_ANNOTATOR,
     reference_outputs: str | Path | None = None,
+    length_controlled: bool = True,
 ) -> dict[str, float | int]:
     """Run ``alpaca_eval.evaluate`` on the model outputs at ``outputs_path`` and return ``alpaca_eval_win_rate``
     (a fraction, ties half), ``alpaca_eval_win_rate_se``, ``alpaca_eval_lc_win_rate`` (length-controlled, when
     computed), ``alpaca_eval_n`` and ``alpaca_eval_avg_length``. AlpacaEval writes its leaderboard and
-    annotations under ``out_dir``.
+    annotations under ``out_dir``. ``length_controlled``: AlpacaEval 2's length-controlled win rate, whose model
+    reads a table from the hub (``tatsu-lab/alpaca_eval``); off, the plain win rate alone, with no hub access.
 
     Needs the ``alpaca_eval`` package and ``OPENAI_API_KEY`` in the environment (read by the package itself; it
     is never passed through here); without either, a RuntimeError says how to enable it.
@@ -168,14 +198,18 @@ def run_alpaca_eval(
     alpaca_eval = _import_alpaca_eval()
     reference = Path(reference_outputs) if reference_outputs is not None else _hub_file(REFERENCE_FILE)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    from alpaca_eval import constants
+
     leaderboard, _ = alpaca_eval.evaluate(
         model_outputs=str(outputs_path),
         reference_outputs=str(reference),
-        annotators_config=annotators_config,
+        annotators_config=prepared_annotator(annotators_config, Path(out_dir), constants.EVALUATORS_CONFIG_DIR),
         name=name,
         output_path=str(out_dir),
         precomputed_leaderboard=None,
         is_return_instead_of_print=True,
+        fn_metric="get_length_controlled_winrate" if length_controlled else "get_winrate",
+        sort_by="length_controlled_winrate" if length_controlled else "win_rate",
     )
     row = leaderboard.loc[name]
     result = {

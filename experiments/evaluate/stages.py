@@ -138,6 +138,7 @@ def evaluate_policy(
             out_dir=eval_dir / ALPACA_EVAL,
             name=model_dir.parent.name,
             annotators_config=options.alpaca_eval_annotator,
+            length_controlled=options.alpaca_eval_length_controlled,
         )
     if not ({MT_BENCH, EVOL_INSTRUCT} & set(questions)):
         return row
