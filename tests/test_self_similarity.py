@@ -78,3 +78,14 @@ def test_pair_datasets_are_flagged_their_variance_is_zero(tmp_path, hh_rlhf_path
     assert run.summary["scorer"]["instructions_with_one_pair"] == 20
     assert (run.map_table()["score_variance"] == 0).all()
     assert "have two responses, one pair: their variance is 0" in caplog.text
+
+
+def test_instruction_chunks_cover_every_instruction_within_the_limit():
+    from admap.score.self_similarity import instruction_chunks
+
+    members = [np.arange(n) for n in (4, 4, 2, 7, 1, 3)]
+    chunks = list(instruction_chunks(members, 8))
+    assert [g for chunk in chunks for g in chunk] == list(range(6))
+    assert chunks == [[0, 1], [2], [3, 4], [5]]
+    assert all(sum(len(members[g]) for g in chunk) <= 8 for chunk in chunks)
+    assert list(instruction_chunks(members, 3)) == [[0], [1], [2], [3], [4], [5]]

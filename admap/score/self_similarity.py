@@ -22,6 +22,7 @@ shared embedding cache, so a reference run on the same data has already embedded
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -45,6 +46,21 @@ def group_agreement(vectors: np.ndarray) -> tuple[np.ndarray, float, float]:
     centrality = (gram.sum(axis=1) - np.diag(gram)) / (n - 1)
     pairs = gram[np.triu_indices(n, k=1)]
     return centrality, float(pairs.mean()), float(pairs.var())
+
+
+def instruction_chunks(members: list[np.ndarray], limit: int) -> Iterator[list[int]]:
+    """Consecutive groups of instructions (indices into ``members``) holding at most ``limit`` responses
+    together; an instruction with more responses than that is a chunk of its own."""
+    block: list[int] = []
+    rows = 0
+    for group, responses in enumerate(members):
+        if block and rows + len(responses) > limit:
+            yield block
+            block, rows = [], 0
+        block.append(group)
+        rows += len(responses)
+    if block:
+        yield block
 
 
 @SCORERS.register("self_similarity")
@@ -83,27 +99,16 @@ class SelfSimilarityScorer(SentenceScorer):
         with self.embedded(texts, same_instruction_pairs(groups)) as stored:
             codes, unique_ids = pd.factorize(pd.Series(groups, dtype=object), sort=False)
             order = np.argsort(codes, kind="stable")
-            bounds = np.flatnonzero(np.diff(codes[order])) + 1
             means = np.full(len(unique_ids), np.nan)
             variances = np.full(len(unique_ids), np.nan)
-            chunk = self.options.embed_chunk_size
-            members = np.split(order, bounds)
+            members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
             # Read the store a chunk of instructions at a time: memory stays bounded by the chunk size.
-            start = 0
-            while start < len(members):
-                stop, rows = start, 0
-                while stop < len(members) and (rows == 0 or rows + len(members[stop]) <= chunk):
-                    rows += len(members[stop])
-                    stop += 1
-                block = np.concatenate(members[start:stop])
-                vectors = stored.store.gather(stored.positions[block])
-                offset = 0
-                for group in range(start, stop):
-                    size = len(members[group])
-                    centrality, means[group], variances[group] = group_agreement(vectors[offset : offset + size])
+            for block in instruction_chunks(members, self.options.embed_chunk_size):
+                vectors = stored.store.gather(stored.positions[np.concatenate([members[g] for g in block])])
+                bounds = np.cumsum([0] + [len(members[g]) for g in block])
+                for group, start, stop in zip(block, bounds[:-1], bounds[1:]):
+                    centrality, means[group], variances[group] = group_agreement(vectors[start:stop])
                     scores[members[group]] = centrality
-                    offset += size
-                start = stop
         self.axes = pd.DataFrame({"instruction_id": unique_ids, "mean_score": means, "score_variance": variances})
         self.one_pair = int(sum(len(group) == 2 for group in members))
         if self.one_pair:

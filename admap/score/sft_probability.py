@@ -43,10 +43,11 @@ def mean_token_log_probs(lm, batches, encoded: list[tuple[list[int], int]]) -> n
     out = np.full(len(encoded), -np.inf, dtype=np.float64)
     for rows, ids, mask in batches:
         with torch.inference_mode():
-            logits = lm(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
-        # Token t is predicted from position t - 1.
-        log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
-        token_log_probs = log_probs.gather(-1, ids[:, 1:, None].to(lm.device))[..., 0].cpu().numpy()
+            logits = lm(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits[:, :-1]
+            # Token t is predicted from position t - 1: its logit less the position's log-sum-exp, without a
+            # second (batch, length, vocabulary) tensor of log-probabilities.
+            chosen = logits.gather(-1, ids[:, 1:, None].to(lm.device))[..., 0].float()
+            token_log_probs = (chosen - torch.logsumexp(logits.float(), dim=-1)).cpu().numpy()
         for row, i in enumerate(rows):
             tokens, n_response = encoded[i]
             # The first token has no prediction: a response that fills the whole window loses it.

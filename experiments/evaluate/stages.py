@@ -24,6 +24,7 @@ from admap_experiments.evaluate.answer_judges import build_judge
 from admap_experiments.evaluate.answer_process import AnswerJob, answer_in_child
 from admap_experiments.evaluate.answers import answer_file, read_answers
 from admap_experiments.evaluate.data import (
+    Question,
     read_evol_instruct,
     read_judge_prompts,
     read_questions,
@@ -62,19 +63,17 @@ def _needs_opponent(options: EvaluationOptions) -> set[str]:
 def answer_benchmarks(
     generation: GeneratorOptions,
     model_id: str,
-    options: EvaluationOptions,
+    questions: dict[str, list[Question]],
     out_dir: Path,
-    benchmarks: set[str],
     *,
     progress: bool,
 ) -> dict[str, list[dict]]:
-    """The model of ``generation`` answers each benchmark in ``benchmarks``, in a child process (`answer_in_child`);
+    """The model of ``generation`` answers ``questions`` (by benchmark), in a child process (`answer_in_child`);
     FastChat answer files under ``out_dir/<benchmark>/model_answer/``, reused where complete."""
-    questions = benchmark_questions(options)
     job = AnswerJob(
         generation=generation,
         model_id=model_id,
-        questions={name: questions[name] for name in sorted(benchmarks)},
+        questions=dict(sorted(questions.items())),
         out_dir=out_dir,
         system_prompt=generation.system_prompt or None,
         progress=progress,
@@ -92,17 +91,18 @@ def reference_answers(
     needed = _needs_opponent(options)
     if not needed:
         return {}
+    if options.reference_answers not in ("base", "baseline"):
+        return {name: read_answers(Path(options.reference_answers) / f"{name}.jsonl") for name in needed}
+    questions = {name: asked for name, asked in benchmark_questions(options).items() if name in needed}
     if options.reference_answers == "baseline":
         baseline = options.baseline
-        questions = {name: [q.question_id for q in asked] for name, asked in benchmark_questions(options).items()}
-        out_dir = folder / fingerprint({"baseline": to_dict(baseline), "questions": questions})
-        return answer_benchmarks(baseline, baseline.generator_model, options, out_dir, needed, progress=progress)
-    if options.reference_answers != "base":
-        return {name: read_answers(Path(options.reference_answers) / f"{name}.jsonl") for name in needed}
+        asked_ids = {name: [q.question_id for q in asked] for name, asked in questions.items()}
+        out_dir = folder / fingerprint({"baseline": to_dict(baseline), "questions": asked_ids})
+        return answer_benchmarks(baseline, baseline.generator_model, questions, out_dir, progress=progress)
     settings = {"model": config.train.model, "answer": to_dict(options.answer), "evaluation": to_dict(options)}
     out_dir = folder / fingerprint(settings)
     generation = replace(options.answer, generator_model=base_checkpoint)
-    return answer_benchmarks(generation, "base", options, out_dir, needed, progress=progress)
+    return answer_benchmarks(generation, "base", questions, out_dir, progress=progress)
 
 
 def evaluate_policy(
@@ -123,7 +123,7 @@ def evaluate_policy(
     model_id = "policy"
     if "answer" in stages:
         generation = replace(options.answer, generator_model=str(model_dir))
-        answers = answer_benchmarks(generation, model_id, options, eval_dir, set(questions), progress=progress)
+        answers = answer_benchmarks(generation, model_id, questions, eval_dir, progress=progress)
     else:
         answers = {name: read_answers(answer_file(eval_dir / name, model_id)) for name in questions}
     if "judge" not in stages:
