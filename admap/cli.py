@@ -8,10 +8,10 @@ import os
 import shlex
 import sys
 
-from admap import __version__
 from admap.commands import commands
 from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
+from admap.provenance import admap_version
 from admap.registry import load_plugins
 from admap.run_folder import RunFolderBusy
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Installed packages' scorers, formats, generators and strategies register before the flags are made.
     load_plugins()
     parser = argparse.ArgumentParser(prog="admap", description="Alignment Data Maps of LLM preference data.")
-    parser.add_argument("--version", action="version", version=f"admap {__version__}")
+    parser.add_argument("--version", action="version", version=f"admap {admap_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, command in commands().items():
         config_class = command.config

@@ -220,18 +220,29 @@ def _nest(cls: type, flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+def _registered_entries(cls: type) -> dict[str, str]:
+    """The registry entries with options of each `registered` field of ``cls``: entry name -> field name."""
+    groups = {field.name: field.metadata["registry"] for field in _registered_fields(cls)}
+    return {
+        entry: group for group, registry in groups.items() for entry in registry if entry_options(registry.get(entry))
+    }
+
+
+def known_keys(cls: type) -> set[str]:
+    """The keys `build` reads for ``cls``: its fields, less each `registered` field, plus that field's entries."""
+    groups = {field.name for field in _registered_fields(cls)}
+    return {f.name for f in dataclasses.fields(cls) if f.init} - groups | set(_registered_entries(cls))
+
+
 def build(cls: type[T], values: dict[str, Any], *, source: str = "config") -> T:
     """Instantiate ``cls`` from nested ``values``, refusing unknown keys by name."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
     groups = {field.name: field.metadata["registry"] for field in _registered_fields(cls)}
-    entries = {
-        entry: group for group, registry in groups.items() for entry in registry if entry_options(registry.get(entry))
-    }
-    unknown = sorted(set(values) - set(known) - set(entries))
+    entries = _registered_entries(cls)
+    unknown = sorted(set(values) - known_keys(cls))
     if unknown:
-        known_keys = sorted(set(known) - set(groups) | set(entries))
-        raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {known_keys}")
+        raise ValueError(f"{source}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(known_keys(cls))}")
     kwargs: dict[str, Any] = {}
     given: dict[str, dict[str, Any]] = {group: {} for group in groups}
     for name, value in values.items():

@@ -170,9 +170,7 @@ def encoding_on(engine, model: str, *, chunk_size: int, batch_size: int) -> Call
 
     def encode(texts: Sequence[str], precision: str) -> np.ndarray:
         chunks = list(
-            engine.embed(
-                texts, EmbeddingSpec(model, precision), chunk_size=chunk_size, batch_size=batch_size, progress=False
-            )
+            engine.embed(texts, EmbeddingSpec(model, precision), chunk_size=chunk_size, batch_size=batch_size)
         )
         positions = np.concatenate([p for p, _ in chunks])
         vectors = np.concatenate([v for _, v in chunks])
@@ -270,10 +268,11 @@ def fill_store(
     *,
     chunk_size: int,
     batch_size: int,
-    progress: bool,
+    advance: Callable[[int], object],
 ) -> int:
     """Encode the texts whose keys ``store`` lacks, longest first, chunk by chunk into the store;
-    returns how many were encoded. ``texts`` and ``keys`` are distinct and aligned."""
+    returns how many were encoded. ``texts`` and ``keys`` are distinct and aligned. ``advance(n)`` is
+    called as each chunk of ``n`` texts is stored (the stage's progress bar)."""
     missing = np.flatnonzero(store.locate(keys) < 0)
     if not len(missing):
         return 0
@@ -288,8 +287,9 @@ def fill_store(
     )
     start = time.perf_counter()
     for positions, vectors in engine.embed(
-        [texts[i] for i in order], spec, chunk_size=chunk_size, batch_size=batch_size, progress=progress
+        [texts[i] for i in order], spec, chunk_size=chunk_size, batch_size=batch_size
     ):
         store.add(keys[order[positions]], vectors)
+        advance(len(positions))
     logger.info("embedded %d texts in %.1f s", len(order), time.perf_counter() - start)
     return len(order)

@@ -56,6 +56,7 @@ from admap.embed import (
 from admap.encoders import EmbeddingSpec
 from admap.engines import ENGINES
 from admap.models import cache_root
+from admap.progress import stage_bar
 
 logger = logging.getLogger(__name__)
 
@@ -454,8 +455,10 @@ def stored_embeddings(
     positions into ``texts`` of the pairs whose cosines are compared; when it fails, fp32 is used. The
     sample's vectors are kept in both precisions' stores, so the check costs one extra fp32 pass over it.
     When the store lacks any text, a few of those it holds are re-encoded first (`EmbeddingStore.check_samples`).
-    The distinct texts the store lacks are then encoded longest first, a chunk at a time. The report
-    (`EmbeddingReport`) says what was cached, encoded and checked.
+    The distinct texts the store lacks are then encoded longest first, a chunk at a time, under one progress
+    bar (with ``progress``) over all the distinct texts, which starts at those the store holds (``cached=N``)
+    and advances as each chunk is stored. The report (`EmbeddingReport`) says what was cached, encoded and
+    checked.
     """
     index, uniques = distinct_texts(texts)
     keys = text_keys(uniques)
@@ -476,6 +479,7 @@ def stored_embeddings(
             opened = [store]
             encoded = 0
             if spec.precision != "fp32" and (store.locate(keys) < 0).any():
+                logger.info("checking %s embeddings against fp32 on a sample before embedding", spec.precision)
                 check_pairs = np.asarray(check_pairs, dtype=np.int64).reshape(-1, 2)
                 rng = np.random.default_rng(seed)
                 sample = check_pairs[
@@ -508,16 +512,27 @@ def stored_embeddings(
                     seed=seed,
                     chunk_size=options.embed_chunk_size,
                 )
-            encoded += fill_store(
-                store,
-                uniques,
-                keys,
-                spec,
-                engine,
-                chunk_size=options.embed_chunk_size,
-                batch_size=batch_size,
-                progress=progress,
-            )
+            # After the check, which may set shards aside: one bar over every distinct text, started by those the
+            # store holds (cached, or the precision check's sample) and advanced by each chunk stored.
+            held = int((store.locate(keys) >= 0).sum())
+            with stage_bar(
+                f"embedding ({spec.model}, {spec.precision})",
+                len(uniques),
+                unit=" texts",
+                enabled=progress,
+                done=held,
+                cached=held - encoded,
+            ) as bar:
+                encoded += fill_store(
+                    store,
+                    uniques,
+                    keys,
+                    spec,
+                    engine,
+                    chunk_size=options.embed_chunk_size,
+                    batch_size=batch_size,
+                    advance=bar.update,
+                )
         report.encode_seconds = round(time.perf_counter() - start, 3)
         report.encoded_texts, report.cached_texts = encoded, len(uniques) - encoded
         report.cache_dir = str(store.directory) if options.embedding_cache else None

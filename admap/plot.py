@@ -11,22 +11,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, RegionThresholds
+from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, REGIONS, RegionThresholds
+from admap.inputs import DEMO_DATASET
+from admap.run_folder import run_label
 
 REGION_COLOURS = {HIGH_MEAN: "#2a9d8f", LOW_MEAN: "#e76f51", HIGH_VARIANCE: "#6a4c93"}
 
 
-def plot_map(
-    map_table: pd.DataFrame, thresholds: RegionThresholds, path: str | Path, *, title: str, subtitle: str = ""
-) -> Path:
-    """Write the map as a PNG: variance on x, mean on y, boundaries drawn, marginal histograms per region."""
-    import matplotlib
+def dataset_label(summary: dict) -> str:
+    """The dataset's name as a run's figure and viewer title it."""
+    dataset = summary.get("config", {}).get("input", {}).get("dataset") or summary.get("dataset", {}).get("source", "")
+    return "admap demo set" if dataset == DEMO_DATASET else Path(str(dataset)).name
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def map_titles(summary: dict) -> tuple[str, str]:
+    """A run's figure title and subtitle, from its summary: the dataset, the score, the proxies, the count."""
+    proxies = ", ".join(sorted(source for source in summary.get("proxies", {}) if source != "missing")) or "none"
+    mapped = sum(summary["regions"].get(region, 0) for region in REGIONS)
+    title = f"Alignment Data Map — {dataset_label(summary)}"
+    return title, f"score: {run_label(summary)}; proxy: {proxies}; {mapped} instructions"
+
+
+def map_figure(map_table: pd.DataFrame, thresholds: RegionThresholds, *, title: str, subtitle: str = ""):
+    """The map as a matplotlib ``Figure``: variance on x, mean on y, boundaries drawn, marginal histograms
+    per region. Made without pyplot, so that no backend is switched and no figure is left open: a notebook
+    shows it inline, `plot_map` saves it."""
+    from matplotlib.figure import Figure
 
     mapped = map_table[map_table["is_mapped"]]
-    figure = plt.figure(figsize=(8, 7), dpi=150)
+    figure = Figure(figsize=(8, 7), dpi=150)
     grid = figure.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
     axes = figure.add_subplot(grid[1, 0])
     top = figure.add_subplot(grid[0, 0], sharex=axes)
@@ -75,9 +88,15 @@ def plot_map(
             color="0.4",
         )
     axes.grid(alpha=0.2)
+    return figure
+
+
+def plot_map(
+    map_table: pd.DataFrame, thresholds: RegionThresholds, path: str | Path, *, title: str, subtitle: str = ""
+) -> Path:
+    """Write `map_figure` as a PNG."""
     path = Path(path)
-    figure.savefig(path, bbox_inches="tight")
-    plt.close(figure)
+    map_figure(map_table, thresholds, title=title, subtitle=subtitle).savefig(path, bbox_inches="tight")
     return path
 
 

@@ -16,16 +16,21 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from admap import __version__
 from admap.faiss_build import FAISS_DISTRIBUTIONS
 
 # Whichever FAISS build is installed (admap's extras `cpu` and `gpu` name different distributions).
 REPORTED_PACKAGES = ("torch", "transformers", "sentence-transformers", *FAISS_DISTRIBUTIONS, "numpy", "pandas")
 
 
+def admap_version() -> str:
+    """The installed admap's version, from its package metadata: pyproject.toml's ``version``, the one place it
+    is written (an editable install reads it when installed: reinstall after changing it)."""
+    return metadata.version("admap")
+
+
 def package_versions(packages: tuple[str, ...] = REPORTED_PACKAGES) -> dict[str, str]:
     """admap's, Python's and each installed package's version (packages not installed are left out)."""
-    versions = {"admap": __version__, "python": platform.python_version()}
+    versions = {"admap": admap_version(), "python": platform.python_version()}
     for package in packages:
         try:
             versions[package] = metadata.version(package)
@@ -98,7 +103,7 @@ def command_line(command: str | None = None) -> str:
 def provenance(command: str | None = None) -> dict[str, object]:
     """What a result file records about its making: version, time, command, source commit, packages, machine."""
     return {
-        "admap_version": __version__,
+        "admap_version": admap_version(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command_line(command),
         "git_commit": git_commit(),

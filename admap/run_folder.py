@@ -44,6 +44,7 @@ from admap.durable import fsync_path
 logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
+DIAGNOSIS = "diagnosis"
 # What `admap map` and the commands that write into its folder create, besides the tables a scorer adds
 # (listed in the run's summary): a folder holding anything else is not replaced, so that a mistyped --out
 # never moves someone's files away.
@@ -56,8 +57,10 @@ RUN_FILE_NAMES = frozenset(
         "proxies.jsonl",
         "map.png",
         "view.html",
+        # The Python API's notebook view: fewer points and less text than view.html.
+        "view-inline.html",
         "pairs",
-        "diagnosis",
+        DIAGNOSIS,
     }
 )
 RENAME_EXCHANGE = 2
@@ -70,6 +73,10 @@ class RunFolderBusy(RuntimeError):
 
 class IncompleteRun(FileNotFoundError):
     """A folder that is not one complete `admap map` run."""
+
+
+class ForeignDiagnosis(ValueError):
+    """A diagnosis folder that is not a diagnosis of the run it is read with."""
 
 
 def new_run_id() -> str:
@@ -313,6 +320,20 @@ def run_label(summary: dict) -> str:
 
 
 @dataclass(frozen=True)
+class Diagnosis:
+    """One `admap diagnose` output folder: ``diagnosis.json`` (``summary``, naming the map run it read) and
+    ``suspects.parquet`` (every annotated pair, ranked most suspect first)."""
+
+    folder: Path
+    summary: dict
+    suspects: pd.DataFrame
+
+    @property
+    def suspects_path(self) -> Path:
+        return self.folder / "suspects.parquet"
+
+
+@dataclass(frozen=True)
 class MapRun:
     """One complete `admap map` run directory, for reading: opening it checks its summary against its files.
 
@@ -359,14 +380,30 @@ class MapRun:
 
     def suspects(self) -> pd.DataFrame | None:
         """The ranked suspect pairs of `admap diagnose`, if a diagnosis of this very run is there."""
-        folder = self.path / "diagnosis"
-        if not (folder / "suspects.parquet").exists():
+        if not (self.path / DIAGNOSIS / "suspects.parquet").exists():
             return None
-        diagnosed = json.loads((folder / "diagnosis.json").read_text()).get("map_run_id")
-        if diagnosed != self.run_id:
-            logger.warning("%s is a diagnosis of run %s, not of %s: left out", folder, diagnosed, self.run_id)
+        try:
+            return self.diagnosis().suspects
+        except ForeignDiagnosis as error:
+            logger.warning("%s: left out", error)
             return None
-        return pd.read_parquet(folder / "suspects.parquet")
+
+    def diagnosis(self, folder: str | Path | None = None) -> Diagnosis:
+        """The diagnosis in ``folder`` (default: the run's ``diagnosis/``); `ForeignDiagnosis` when it
+        diagnosed another map run (its ``diagnosis.json`` names the run it read)."""
+        folder = Path(folder) if folder is not None else self.path / DIAGNOSIS
+        summary_path, suspects_path = folder / "diagnosis.json", folder / "suspects.parquet"
+        for path in (summary_path, suspects_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: run `admap diagnose {self.path}` first")
+        summary = json.loads(summary_path.read_text())
+        diagnosed = summary.get("map_run_id")
+        if diagnosed is None or diagnosed != self.run_id:
+            raise ForeignDiagnosis(
+                f"{folder} is a diagnosis of map run {diagnosed}, not of {self.path}'s run {self.run_id} "
+                f"(a rerun of admap map makes a new run): run `admap diagnose {self.path}` again"
+            )
+        return Diagnosis(folder, summary, pd.read_parquet(suspects_path))
 
     def holds(self, path: Path) -> bool:
         return Path(path).resolve().is_relative_to(self.path.resolve())

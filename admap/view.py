@@ -2,7 +2,8 @@
 
 The page draws mean against variance with WebGL (a 2D-canvas fallback where WebGL is missing),
 the region thresholds, a hover preview and a detail panel with every response, box and lasso
-selection exported as JSONL of instruction ids, and a text search. Its HTML, CSS and JavaScript
+selection exported as JSONL of instruction ids (with the `admap select` command lines that read the
+export back), and a text search. Its HTML, CSS and JavaScript
 are package data (``admap/view_assets/``), inlined at write time: no CDN, no network, offline.
 
 The data goes into the page as one JSON block, columnar (one array per field) so that 100k
@@ -35,8 +36,7 @@ import pandas as pd
 
 from admap import __version__
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, UNMAPPED
-from admap.inputs import DEMO_DATASET
-from admap.plot import REGION_COLOURS
+from admap.plot import REGION_COLOURS, dataset_label
 from admap.run_folder import run_label
 
 logger = logging.getLogger(__name__)
@@ -59,12 +59,6 @@ class OtherRun:
 
     label: str
     regions: pd.Series  # region by instruction_id
-
-
-def dataset_label(summary: dict) -> str:
-    """The dataset's name as `admap map` titles its figure."""
-    dataset = summary.get("config", {}).get("input", {}).get("dataset") or summary.get("dataset", {}).get("source", "")
-    return "admap demo set" if dataset == DEMO_DATASET else Path(str(dataset)).name
 
 
 def text_limit(lengths: Sequence[int] | np.ndarray, budget: int) -> int | None:
@@ -248,10 +242,13 @@ def build_payload(
     seed: int = 42,
     text_budget: int = 40_000_000,
     name: str = "admap",
+    run_dir: str | None = None,
 ) -> dict:
     """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` and ``responses``
     (columnar; instruction ``i``'s responses are rows ``start[i]`` to ``start[i + 1]``), the
-    ``colourings`` and the suspect pairs. Texts are shortened only beyond ``text_budget`` characters."""
+    ``colourings`` and the suspect pairs. Texts are shortened only beyond ``text_budget`` characters.
+    ``name`` names the export's file; ``run_dir``, the run folder as the command that wrote the page was
+    given it (``name`` when None), goes into the `admap select` command lines the page shows."""
     table = sample_instructions(map_table, max_points, seed)
     ids = table["instruction_id"].astype(str).tolist()
     grouped, start = group_responses(ids, responses)
@@ -265,6 +262,7 @@ def build_payload(
         "meta": {
             "title": f"Alignment Data Map — {dataset_label(summary)}",
             "name": name,
+            "run_dir": run_dir if run_dir is not None else name,
             "scorer": run_label(summary),
             "region_method": thresholds.get("method"),
             "thresholds": {key: finite_or_none(thresholds.get(key)) for key in ("variance", "mean")},

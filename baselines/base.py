@@ -70,7 +70,9 @@ class SelectionOptions:
         "selection strategy registered in admap_baselines.STRATEGIES (listed at the end of `admap select --help`)",
     )
     fraction: float | None = option(
-        None, "share of mapped instructions to keep (default: as many as the map's high-mean region, about a third)"
+        None,
+        "share of mapped instructions to keep, of those admap select's filters leave (default: as many as the "
+        "map's high-mean region holds of them, about a third)",
     )
     seed: int = option(42, "seed of the random strategy (the paper: 42)")
     # Training dynamics are an input, like the map: any strategy may read them (ambiguous does).

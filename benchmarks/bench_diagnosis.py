@@ -31,7 +31,11 @@ Without flips, the share of pairs that the alignment scores and the out-of-fold 
 order as the labels do is reported too.
 
 Metrics against the planted set: AUROC, average precision and precision@k (k = number planted;
-ties at the cut-off count by their expected share under random tie-breaking).
+ties at the cut-off count by their expected share under random tie-breaking). Figures: the ROC and
+precision-recall curves of every method, a panel per run, each the mean over the seeds of the per-seed curves
+on a common grid (ROC: true-positive rate at each false-positive rate; precision-recall: the precision where
+the ranking first reaches each recall) with a band of one standard deviation, beside the tables
+(``roc.png``, ``precision_recall.png``; the plotted points in ``curve_points.csv``).
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_diagnosis.py runs/demo runs/hh120 --flip-rate 0.15 \\
         --seeds 0 1 2 3 4 --out results/diagnosis
@@ -42,22 +46,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import platform
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from admap.diagnose import instruction_agreement, pair_suspicion
 from admap.embed import encode_unique
 from admap.encoders import load_encoder
 from admap.models import DEFAULT_EMBEDDING_MODEL
+from admap.provenance import git_commit, machine, machine_line, package_versions
 from admap.score.annotation import annotation_labels, pair_counts
 from admap.score.learned import DEFAULT_REGULARIZATION, cross_fitted_utilities, pair_agreement
 from admap.select import preference_pairs
@@ -75,6 +80,8 @@ METHODS = (
 )
 CLEANLAB_METHODS = ("cleanlab", "learned_cleanlab")
 PAIR_COLUMNS = ["instruction_id", "chosen_id", "rejected_id"]
+# The packages whose versions the README names.
+REPORTED_VERSIONS = ("torch", "sentence-transformers", "scikit-learn", "cleanlab")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,6 +122,11 @@ def describe_run(run: Path) -> tuple[str, str]:
     if config.get("length_debias"):
         scorer += " + length debias"
     return dataset, scorer
+
+
+def run_command(run: Path) -> str:
+    """The `admap map` command that wrote ``run``, as its summary.json records it."""
+    return json.loads((run / "summary.json").read_text()).get("command") or f"# {run}: no command recorded"
 
 
 def load_run(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -246,11 +258,137 @@ def precision_at_k(planted: np.ndarray, suspicion: np.ndarray, k: int) -> float:
     return float((planted[above].sum() + share * planted[at].sum()) / k)
 
 
+def curve_points(planted: np.ndarray, suspicion: np.ndarray) -> pd.DataFrame:
+    """The ranking's ROC and precision-recall points: one row per distinct suspicion, as the threshold sweeps
+    down from flagging nothing (``threshold`` +inf) to flagging every pair.
+
+    ``planted`` ``(P,)`` bool, both values present; ``suspicion`` ``(P,)`` float, higher = more suspect. Columns:
+    ``threshold``, ``flagged`` (pairs at or above it), ``false_positive_rate``, ``true_positive_rate`` (the
+    recall) and ``precision`` (1 where nothing is flagged, sklearn's convention). The ROC curve is
+    (false_positive_rate, true_positive_rate), the precision-recall curve (true_positive_rate, precision).
+    """
+    planted = np.asarray(planted, dtype=bool)
+    suspicion = np.asarray(suspicion, dtype=np.float64)
+    if planted.shape != suspicion.shape or planted.ndim != 1:
+        raise ValueError(f"planted {planted.shape} and suspicion {suspicion.shape} must be (P,) alike")
+    if planted.all() or not planted.any():
+        raise ValueError("curves need planted and clean pairs both")
+    false_positive_rate, true_positive_rate, thresholds = roc_curve(planted, suspicion, drop_intermediate=False)
+    precision, recall, pr_thresholds = precision_recall_curve(planted, suspicion)
+    # Both sweep the distinct suspicions, the precision-recall curve upwards and ending at (recall 0, precision 1).
+    assert np.array_equal(pr_thresholds[::-1], thresholds[1:]) and np.allclose(recall[::-1], true_positive_rate)
+    ordered = np.sort(suspicion)
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "flagged": len(ordered) - np.searchsorted(ordered, thresholds, side="left"),
+            "false_positive_rate": false_positive_rate,
+            "true_positive_rate": true_positive_rate,
+            "precision": precision[::-1],
+        }
+    )
+
+
+def seed_averaged_curves(points: pd.DataFrame, keys: list[str], *, grid_points: int = 101) -> pd.DataFrame:
+    """Each ``keys`` group's per-seed curves (`curve_points` rows with ``keys`` and ``seed``) on a common grid
+    of ``grid_points`` in [0, 1], averaged over the seeds.
+
+    Tidy rows: ``keys``, ``curve`` (``roc``: x the false-positive rate, y the true-positive rate, linear between
+    the points, the highest where several share a false-positive rate; ``precision_recall``: x the recall, y
+    the precision at the first point of the sweep that reaches it, the step that average precision sums),
+    ``x``, ``y_mean``, ``y_std`` (over the seeds, ddof 1 as the tables') and ``seeds``.
+    """
+    grid = np.linspace(0.0, 1.0, grid_points)
+    rows = []
+    for key, group in points.groupby(keys, sort=False):
+        roc, precision_recall = [], []
+        for _, seed_points in group.groupby("seed", sort=True):
+            fpr = seed_points["false_positive_rate"].to_numpy()
+            tpr = seed_points["true_positive_rate"].to_numpy()
+            # fpr repeats along a vertical step; np.interp takes the last point at or left of each x, the step's
+            # top, and the next point, the following step's foot: the curve as drawn, the highest rate at an x.
+            roc.append(np.interp(grid, fpr, tpr))
+            precision_recall.append(seed_points["precision"].to_numpy()[np.searchsorted(tpr, grid, side="left")])
+        for curve, ys in (("roc", np.array(roc)), ("precision_recall", np.array(precision_recall))):
+            rows.append(
+                pd.DataFrame(
+                    {
+                        **dict(zip(keys, key, strict=True)),
+                        "curve": curve,
+                        "x": grid,
+                        "y_mean": ys.mean(axis=0),
+                        "y_std": ys.std(axis=0, ddof=1) if len(ys) > 1 else np.nan,
+                        "seeds": len(ys),
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
 def agreement(responses: pd.DataFrame, pairs: pd.DataFrame) -> tuple[float, int]:
     """Share of the original pairs whose scores order them as the labels do, and the number of score ties."""
     score = responses.set_index("response_id")["alignment_score"].astype(np.float64)
     margin = pairs["chosen_id"].map(score).to_numpy() - pairs["rejected_id"].map(score).to_numpy()
     return float(np.mean(margin > 0)), int(np.sum(margin == 0))
+
+
+# Per curve: its axes, the metric its legend gives and where chance lies.
+FIGURES = {
+    "roc": ("false-positive rate", "true-positive rate (recall)", "auroc", "AUROC"),
+    "precision_recall": ("recall", "precision", "ap", "AP"),
+}
+PANEL_COLUMNS = 3
+# In the order of METHODS; random in grey, near chance's black.
+METHOD_COLOURS = ("tab:blue", "tab:orange", "tab:green", "0.55", "tab:red", "tab:purple", "tab:pink")
+
+
+def plot_curves(curves: pd.DataFrame, summary: pd.DataFrame, path: Path, *, curve: str, seeds: list[int]) -> None:
+    """``curve``'s figure (`FIGURES`), a panel per run in the order of ``summary``: each method's seed-mean curve
+    (`seed_averaged_curves`) with a band of one standard deviation, its metric's mean ± std in the legend, and
+    chance (the diagonal; precision at the flip rate)."""
+    from matplotlib.figure import Figure  # Figure alone renders through Agg: no display, no pyplot state.
+
+    x_label, y_label, metric, metric_label = FIGURES[curve]
+    runs = list(dict.fromkeys(summary["run"]))
+    columns = min(PANEL_COLUMNS, len(runs))
+    rows = -(-len(runs) // columns)
+    figure = Figure(figsize=(5.2 * columns, 5.0 * rows), dpi=110, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    colours = dict(zip(METHODS, METHOD_COLOURS, strict=True))
+    for ax, run in zip(axes, runs, strict=False):
+        run_summary = summary[summary["run"] == run].set_index("method")
+        first = run_summary.iloc[0]
+        for method, row in run_summary.iterrows():
+            points = curves[(curves["run"] == run) & (curves["method"] == method) & (curves["curve"] == curve)]
+            label = f"{method} ({metric_label} {fmt(row[f'{metric}_mean'], row[f'{metric}_std'])})"
+            # cleanlab's variants rank much as their own scores do: dashed, so that a curve under its twin shows.
+            style = "--" if method in CLEANLAB_METHODS else "-"
+            ax.plot(points["x"], points["y_mean"], style, color=colours[method], lw=1.4, label=label)
+            ax.fill_between(
+                points["x"],
+                np.clip(points["y_mean"] - points["y_std"], 0, 1),
+                np.clip(points["y_mean"] + points["y_std"], 0, 1),
+                color=colours[method],
+                alpha=0.1,
+                lw=0,
+            )
+        if curve == "roc":
+            ax.plot([0, 1], [0, 1], ":", color="black", lw=1, label="chance (AUROC 0.5)")
+        else:
+            rate = first["n_planted"] / first["n_pairs"]
+            ax.axhline(rate, ls=":", color="black", lw=1, label=f"chance (precision {rate:.3f}, the flip rate)")
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=x_label, ylabel=y_label)
+        title = f"{first['dataset']}\n{first['scorer']}: {first['n_pairs']} pairs, {first['n_planted']} flipped"
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=6.5, framealpha=0.9, loc="lower right" if curve == "roc" else "upper right")
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
+    seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    figure.suptitle(
+        f"{'ROC' if curve == 'roc' else 'Precision–recall'} of planted-flip detection: mean over {seed_text} "
+        f"({len(seeds)}), band ± 1 std; legend: {metric_label} mean ± std"
+    )
+    figure.savefig(path, pil_kwargs={"optimize": True})
 
 
 def fmt(mean: float, std: float, digits: int = 3) -> str:
@@ -264,13 +402,14 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    start = time.perf_counter()
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(args.learned_embedding_model, device=args.device)
     feature_cache: dict = {}
-    rows, baselines = [], []
+    rows, baselines, curve_rows = [], [], []
     for run_arg in args.runs:
         run = Path(run_arg)
         dataset, scorer = describe_run(run)
@@ -304,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             k = int(planted.sum())
             for method in METHODS:
                 s = scores[method]
+                curve_rows.append(curve_points(planted, s).assign(run=run.name, method=method, seed=seed))
                 row = {
                     "run": run.name,
                     "dataset": dataset,
@@ -334,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     summary.insert(4, "n_pairs", detail.groupby(keys, sort=False)["n_pairs"].first().to_numpy())
     summary.insert(5, "n_planted", detail.groupby(keys, sort=False)["n_planted"].first().to_numpy())
     summary.to_csv(out / "detection_summary.csv", index=False)
+    # A run names its dataset and scorer (detection_summary.csv): the points need no more than the run.
+    curves = seed_averaged_curves(pd.concat(curve_rows, ignore_index=True), ["run", "method"])
+    curves.to_csv(out / "curve_points.csv", index=False, float_format="%.4g")
+    for curve in FIGURES:
+        plot_curves(curves, summary, out / f"{curve}.png", curve=curve, seeds=args.seeds)
 
     table = pd.DataFrame(
         {
@@ -371,13 +516,17 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    facts, versions = machine(), package_versions(REPORTED_VERSIONS)
     text = README.format(
         command=command,
         rate=args.flip_rate,
         seeds=" ".join(map(str, args.seeds)),
-        machine=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}, "
-        f"Python {platform.python_version()})",
+        run_commands="\n".join(run_command(Path(run)) for run in args.runs),
+        machine=f"{machine_line(facts)}{'' if facts['gpus'] else ', no GPU'}, Python {platform.python_version()}",
         device=encoder.device,
+        commit=git_commit() or "unknown",
+        versions=", ".join(f"{name} {versions[name]}" for name in REPORTED_VERSIONS if name in versions),
+        seconds=time.perf_counter() - start,
         embedding_model=args.learned_embedding_model,
         folds=args.learned_folds,
         regularization=args.learned_regularization,
@@ -400,12 +549,19 @@ README = """# Detection of planted label flips
 {command}
 ```
 
-Each run directory was written by `admap map` (the `dataset` column; `pairs` below): the demo set
-(`admap/demo/demo_preferences.jsonl`, 48 instructions × 4 responses, pairs = every pair with different
-ratings, higher rating chosen) and the HH-RLHF harmless-base test set (each pair the dataset's own
-chosen/rejected pair). Alignment scores (the `scorer` column): cosine similarity (all-MiniLM-L6-v2) or
-ROUGE-L to greedy SmolLM2-135M-Instruct proxy responses; `length debias` is the reference score with its
-length trend removed. Machine: {machine}; embeddings on {device}.
+Each run directory was written by `admap map` (the `dataset` column; `pairs` below), by the commands its
+`summary.json` records:
+
+```bash
+{run_commands}
+```
+
+Data: the demo set (`admap/demo/demo_preferences.jsonl`, 48 instructions × 4 responses, pairs = every pair
+with different ratings, higher rating chosen) and the HH-RLHF harmless-base test set (each pair the dataset's
+own chosen/rejected pair; "first N rows" where a run read only those). Alignment scores (the `scorer` column):
+cosine similarity (all-MiniLM-L6-v2) or ROUGE-L to greedy SmolLM2-135M-Instruct proxy responses; `length
+debias` is the reference score with its length trend removed. Machine: {machine}; embeddings on {device};
+source commit {commit}; {versions}. The benchmark took {seconds:.0f} s.
 
 Flip rate {rate}, seeds {seeds}. Per seed, `round(rate × pairs)` pairs are drawn uniformly
 (`numpy.random.default_rng(seed)`) and their chosen/rejected swapped: the planted set. Labels are
@@ -437,6 +593,22 @@ with k = number planted (ties at the cut-off counted by their expected share). R
 and AP ≈ P@k ≈ the flip rate. Per-seed rows: `detection.csv`; means and stds: `detection_summary.csv`.
 
 {table}
+
+![ROC curves of planted-flip detection, a panel per run](roc.png)
+
+![Precision–recall curves of planted-flip detection, a panel per run](precision_recall.png)
+
+The curves (`roc.png`, `precision_recall.png`: a panel per run, a curve per method) are the mean over the
+seeds of each seed's curve on a grid of 101 points, with a band of ± 1 standard deviation; the legend gives
+the method's AUROC or AP as in the table. ROC: the true-positive rate at each false-positive rate (linear
+between the ranking's points). Precision–recall: the precision where the ranking first reaches each recall,
+the step that AP sums. Dotted: chance (the diagonal; precision at the flip rate). Dashed: the two cleanlab
+methods, drawn over the methods whose scores they read: `cleanlab` ranks the alignment-score margins much as
+`admap_pair_suspicion` does, and `learned_cleanlab` is a monotone function of `learned_pair_suspicion`'s
+margin, so those two coincide. The plotted points: `curve_points.csv`, one row per run,
+method, curve and grid point (`curve` `roc`: `x` the false-positive rate, `y_mean` and `y_std` the
+true-positive rate; `precision_recall`: `x` the recall, `y_*` the precision; `seeds` averaged; `run` names
+the dataset and scorer in `detection_summary.csv`).
 
 `cleanlab.filter.find_label_issues` (default `prune_by_noise_rate`) on the same probabilities:
 

@@ -24,8 +24,10 @@ import itertools
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from tests.loopback import LoopbackServer
 
 
 def reply_for(messages: list[dict]) -> str:
@@ -38,7 +40,7 @@ def usage_for(messages: list[dict], reply: str) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-class BatchServer:
+class BatchServer(LoopbackServer):
     def __init__(self, polls_to_complete: int = 2):
         self.polls_to_complete = polls_to_complete
         self.fail_markers: set[str] = set()
@@ -54,27 +56,11 @@ class BatchServer:
         self.auth_headers: list[str] = []
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def start(self) -> BatchServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> BatchServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return f"{self.address}/v1"
 
     # ---------------------------------------------------------------- counts for tests
 

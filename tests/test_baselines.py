@@ -8,7 +8,6 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pytest
-from runs import map_without_models
 
 from admap.commands.map import MAP_STRATEGIES, map_subset_ids
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGIONS, assign_regions
@@ -16,6 +15,7 @@ from admap.run_folder import MapRun
 from admap.select import preference_pairs
 from admap_baselines import STRATEGIES, SelectionInputs, select_instructions, subset_size
 from admap_baselines.ambiguous import pair_variability
+from tests.runs import map_without_models
 
 SIZED = [
     "random",

@@ -1,10 +1,10 @@
 import numpy as np
 import pandas as pd
 import pytest
-from runs import map_without_models
 
 from admap.cli import main
 from admap.compare import length_correlation, region_agreement, region_confusion, score_agreement
+from tests.runs import map_without_models
 
 
 def test_score_agreement_on_known_rankings():

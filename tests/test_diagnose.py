@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from runs import map_without_models
 
 from admap import diagnose
 from admap.cli import main
 from admap.select import preference_pairs
+from tests.runs import map_without_models
 
 
 def _synthetic(n_instructions=60, per_instruction=4, noise=0.02, seed=0):

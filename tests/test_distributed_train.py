@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from runs import map_without_models, topic_rows
 
 from admap_experiments.random_policy import write_random_policy
 from admap_experiments.weights import checkpoint_weights
+from tests.runs import map_without_models, topic_rows
 
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = ["tea", "rain", "maps", "bread", "tides", "chess", "clocks", "bees", "glass", "salt", "kites", "moss"]

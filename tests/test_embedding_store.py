@@ -8,9 +8,10 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from progress_bars import bar_states, record_bars
 
 from admap.embed import EmbeddingOptions, longest_first, resolve_precision, text_keys
-from admap.embedding_store import EmbeddingStore, open_store, store_directory
+from admap.embedding_store import EmbeddingStore, open_store, store_directory, stored_embeddings
 from admap.encoders import EmbeddingSpec
 from admap.engines import ENGINES
 from admap.score.reference import ReferenceScorer
@@ -45,7 +46,7 @@ class HashingEngine:
     def __exit__(self, *exc_info):
         pass
 
-    def embed(self, texts, spec, *, chunk_size, batch_size, progress):
+    def embed(self, texts, spec, *, chunk_size, batch_size):
         for start in range(0, len(texts), chunk_size):
             chunk = list(texts[start : start + chunk_size])
             self.chunks.append(chunk)
@@ -309,3 +310,66 @@ def test_the_learned_scorer_checks_a_lower_precision_like_the_reference_scorer(t
     )
     np.testing.assert_array_equal(again.featurize(instructions, responses), features)
     assert hashing_engine == [] and again.embedding_report.precision_check is None
+
+
+def embed_with_bar(texts, cache_dir, *, engine="hashing", chunk_size=4, progress=True):
+    """The embedding stage over ``texts`` in fp32 (no precision check), ``chunk_size`` texts a chunk."""
+    options = EmbeddingOptions(
+        engine=engine, embed_precision="fp32", embed_chunk_size=chunk_size, embedding_cache_dir=str(cache_dir)
+    )
+    pairs = np.column_stack([np.arange(len(texts) - 1), np.arange(1, len(texts))])
+    with stored_embeddings(
+        texts, pairs, model="all-MiniLM-L6-v2", options=options, device="cpu", batch_size=4, seed=0, progress=progress
+    ) as stored:
+        return stored.report
+
+
+def test_the_embedding_stage_draws_one_bar_over_every_chunk(tmp_path, hashing_engine, monkeypatch, capsys):
+    bars = record_bars(monkeypatch)
+    texts = [f"text number {i} " * (1 + i % 3) for i in range(12)]
+    embed_with_bar(texts + texts[:2], tmp_path)  # repeats are embedded once: 12 distinct texts
+    assert [len(chunk) for chunk in hashing_engine] == [4, 4, 4]
+    (bar,) = bars
+    assert (bar.total, bar.n, bar.updates) == (12, 12, [4, 4, 4])
+    states = bar_states(capsys.readouterr().err, "embedding (")
+    # Drawn from 0 once (a bar per chunk would start from 0 three times), closed at 12 of 12.
+    assert sum("| 0/12 [" in state for state in states) == 1
+    assert "| 12/12 [" in states[-1] and not any("cached" in state for state in states)
+
+    # Resumed: the 12 are cached, 5 are new. The bar starts at the cached ones, shows them, and counts on.
+    bars.clear()
+    report = embed_with_bar(texts + [f"new text {i}" for i in range(5)], tmp_path)
+    (bar,) = bars
+    assert (bar.total, bar.initial, bar.updates, bar.n) == (17, 12, [4, 1], 17)
+    assert report.cached_texts == 12 and report.encoded_texts == 5
+    states = bar_states(capsys.readouterr().err, "embedding (")
+    assert "| 12/17 [" in states[0] and "| 17/17 [" in states[-1]
+    assert all("cached=12" in state for state in states)
+
+    # Wholly cached: the stage still shows its one bar, full from the start.
+    bars.clear()
+    embed_with_bar(texts, tmp_path)
+    assert [(bar.total, bar.initial, bar.updates) for bar in bars] == [(12, 12, [])]
+    states = bar_states(capsys.readouterr().err, "embedding (")
+    assert "| 12/12 [" in states[0] and "| 12/12 [" in states[-1] and "cached=12" in states[-1]
+
+
+def test_the_quiet_embedding_stage_draws_nothing(tmp_path, hashing_engine, capsys):
+    embed_with_bar([f"text {i}" for i in range(9)], tmp_path, progress=False)
+    assert len(hashing_engine) == 3 and capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_minilm_embedding_draws_one_bar_and_no_bar_per_encode_call(tmp_path, monkeypatch, capsys):
+    """The real offline encoder, 3 chunks: one bar over the 10 texts, and none of sentence-transformers' own
+    ("Batches") under it."""
+    bars = record_bars(monkeypatch)
+    texts = [f"A sentence about topic {i}." for i in range(10)]
+    report = embed_with_bar(texts, tmp_path, engine="local")
+    assert report.encoded_texts == 10
+    (bar,) = bars
+    assert (bar.total, bar.n, bar.updates) == (10, 10, [4, 4, 2])
+    err = capsys.readouterr().err
+    states = bar_states(err, "embedding (all-MiniLM-L6-v2, fp32)")
+    assert sum("| 0/10 [" in state for state in states) == 1 and "| 10/10 [" in states[-1]
+    assert "Batches" not in err

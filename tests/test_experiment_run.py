@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from runs import map_without_models, topic_rows
+
+from tests.runs import map_without_models, topic_rows
 
 pytest.importorskip("trl")
 pytest.importorskip("wandb")

@@ -9,6 +9,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
+import zipfile
+from email.parser import HeaderParser
 from importlib import metadata
 from pathlib import Path
 
@@ -24,8 +27,8 @@ needs_gpu_wheels = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# What setuptools needs to build admap (pyproject.toml's packages and readme).
-SOURCE_PARTS = ("pyproject.toml", "README.md", "admap", "baselines", "experiments")
+# What setuptools needs to build admap (pyproject.toml's packages, readme and licence file).
+SOURCE_PARTS = ("pyproject.toml", "README.md", "LICENSE", "admap", "baselines", "experiments")
 PIP_TIMEOUT_S = 900
 # Run inside the environment: admap's own FAISS import, then a flat inner-product search.
 FAISS_PROBE = """
@@ -191,3 +194,35 @@ def test_the_wheel_installs_the_harness_under_admap_names_with_every_package_and
         if path.is_file()
     }
     assert {f"admap_experiments/{name}" for name in shipped} == set(installed["shipped_data"])
+
+
+def test_the_wheel_carries_the_project_metadata_and_its_admap_reports_its_version(admap_source, tmp_path):
+    """The wheel built from the checkout, read as an index would read it, then installed beside this environment's
+    dependencies (not the checkout's editable admap): its `admap --version` is pyproject.toml's version."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    pip(python, "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(admap_source))
+    (wheel,) = (tmp_path / "dist").glob("admap-*.whl")
+    dist_info = f"admap-{project['version']}.dist-info"
+    with zipfile.ZipFile(wheel) as archive:
+        fields = HeaderParser().parsestr(archive.read(f"{dist_info}/METADATA").decode())
+        shipped_licence = archive.read(f"{dist_info}/licenses/LICENSE")
+        entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
+    assert (fields["Name"], fields["Version"]) == ("admap", project["version"])
+    assert fields["License-Expression"] == project["license"] and fields.get_all("License-File") == ["LICENSE"]
+    assert shipped_licence == (ROOT / "LICENSE").read_bytes()
+    assert fields.get_all("Classifier") == project["classifiers"]
+    assert fields["Keywords"].split(",") == project["keywords"]
+    assert fields.get_all("Project-URL") == [f"{label}, {url}" for label, url in project["urls"].items()]
+    assert fields["Author"] == project["authors"][0]["name"] and fields["Requires-Python"] == ">=3.11"
+    assert all(f"{script} = {target}" in entry_points for script, target in project["scripts"].items())
+
+    pip(python, "install", "-q", "--no-deps", str(wheel))
+    where = run(python, "-c", "import admap, importlib.metadata as m; print(admap.__file__, m.version('admap'))")
+    assert where.returncode == 0, where.stderr
+    module, version = where.stdout.split()
+    assert Path(module).is_relative_to(tmp_path / "venv") and version == project["version"]
+    reported = run(tmp_path / "venv" / "bin" / "admap", "--version")
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    assert reported.stdout == f"admap {project['version']}\n"

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from progress_bars import record_bars
 
 from admap.score import SCORERS
 from admap.score import learned as learned_module
@@ -239,7 +240,7 @@ def test_admap_map_scorer_learned_on_hh_rlhf(tmp_path, hh_rlhf_path):
 
 
 @pytest.mark.slow
-def test_lm_hidden_features_pool_the_response_in_its_conversation():
+def test_lm_hidden_features_pool_the_response_in_its_conversation(monkeypatch):
     """SmolLM2's hidden states, batched as one run and one at a time: the same features."""
     from admap.score.learned import lm_hidden_features
 
@@ -249,6 +250,8 @@ def test_lm_hidden_features_pool_the_response_in_its_conversation():
     texts = ["I can't help with that.", "Insert a tension wrench, then rake the pins until they set.", "Blue."]
     batched = lm_hidden_features(conversations, texts, device="cpu", batch_size=3, max_length=48, progress=False)
     assert batched.shape == (3, 576) and np.isfinite(batched).all()
-    single = lm_hidden_features(conversations, texts, device="cpu", batch_size=1, max_length=48, progress=False)
+    bars = record_bars(monkeypatch)
+    single = lm_hidden_features(conversations, texts, device="cpu", batch_size=1, max_length=48)
     np.testing.assert_allclose(batched, single, atol=1e-4)
+    assert [(bar.total, bar.updates) for bar in bars] == [(3, [1, 1, 1])]  # one bar over the responses
     assert not np.allclose(batched[0], batched[1])

@@ -9,10 +9,13 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import pytest
 from packaging.requirements import Requirement
 
+import admap
+from admap.cli import main
 from admap.faiss_build import FAISS_DISTRIBUTIONS, import_faiss, installed_faiss_distributions
-from admap.provenance import package_versions
+from admap.provenance import package_versions, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -162,3 +165,26 @@ def test_every_package_folder_is_installed():
             relative = init.parent.relative_to(ROOT / folder).parts
             expected.add(".".join((name, *relative)))
     assert expected == set(setuptools["packages"])
+
+
+def test_the_version_is_written_once_and_every_report_of_it_is_the_installed_metadata(capsys):
+    """pyproject.toml's version is the one written; `admap --version` and what runs record read it from the
+    installed package's metadata."""
+    installed = metadata.version("admap")
+    # An editable install reads pyproject.toml when it is installed: after a version change, reinstall.
+    assert installed == PROJECT["version"], "pyproject.toml's version changed since admap was installed"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"admap {installed}\n"
+    assert provenance()["admap_version"] == package_versions()["admap"] == installed
+    assert admap.__version__ == installed
+
+
+def test_the_metadata_names_its_licence_file_and_what_the_project_is():
+    assert PROJECT["license"] == "Apache-2.0" and PROJECT["license-files"] == ["LICENSE"]
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert PROJECT["authors"] and PROJECT["keywords"] and PROJECT["urls"]
+    # PEP 639: a licence expression replaces the licence classifiers, which setuptools then refuses.
+    assert not [c for c in PROJECT["classifiers"] if c.startswith("License ::")]
+    python_classifiers = {c.rsplit(" :: ", 1)[1] for c in PROJECT["classifiers"] if c.count(" :: ") == 2}
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" in python_classifiers  # the tested Python

@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+from progress_bars import record_bars
 
 from admap.errors import InputError
 from admap.generate import Completion, with_system_prompt
@@ -100,10 +101,11 @@ def test_system_prompt_is_not_doubled():
 
 
 @pytest.mark.slow
-def test_smollm2_generator_writes_replies():
+def test_smollm2_generator_writes_replies_under_one_bar(monkeypatch):
     from admap.generate.transformers_generator import TransformersGenerator
 
-    generator = TransformersGenerator(max_new_tokens=24, batch_size=2, device="cpu", progress=False)
+    bars = record_bars(monkeypatch)
+    generator = TransformersGenerator(max_new_tokens=24, batch_size=2, device="cpu")
     replies = generator.generate(
         [
             [{"role": "user", "content": "What is the capital of France?"}],
@@ -114,6 +116,8 @@ def test_smollm2_generator_writes_replies():
     assert len(replies) == 3 and all(r.ok and r.tokens_in > 0 and r.tokens_out > 0 for r in replies)
     assert "paris" in replies[0].text.lower()
     assert generator.deterministic and generator.identity()["dtype"] == "float32"
+    # One bar over the 3 replies, advanced per batch of 2.
+    assert [(bar.total, bar.updates) for bar in bars] == [(3, [2, 1])]
 
 
 def test_instructions_sharing_a_prompt_share_one_proxy():

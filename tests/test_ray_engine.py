@@ -93,11 +93,11 @@ def test_engine_starts_its_own_cluster_once_and_stops_it_at_exit():
     texts = [f"text number {i}" for i in range(12)]
     with RayEngine(address="local", device="cpu") as engine:
         assert ray.is_initialized() and engine.encoding_device == "cpu"
-        chunks = engine.embed(texts, EmbeddingSpec(), chunk_size=4, batch_size=4, progress=False)
+        chunks = engine.embed(texts, EmbeddingSpec(), chunk_size=4, batch_size=4)
         positions, vectors = next(chunks)
         assert len(positions) == 4 and vectors.shape == (4, 384) and vectors.dtype == np.float32
         chunks.close()
-        positions, _ = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=4, batch_size=4, progress=False))
+        positions, _ = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=4, batch_size=4))
         assert sorted(positions.tolist()) == list(range(len(texts)))
     assert not ray.is_initialized()
 
@@ -116,7 +116,7 @@ def ray_cluster():
 def test_every_position_once_and_the_local_vectors(ray_cluster, minilm):
     texts = demo_texts(100)
     with RayEngine(actors=2, device="cpu") as engine:
-        positions, vectors = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=16, batch_size=16, progress=False))
+        positions, vectors = gather(engine.embed(texts, EmbeddingSpec(), chunk_size=16, batch_size=16))
     assert sorted(positions.tolist()) == list(range(len(texts)))
     assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
     expected = encode_texts(minilm, texts, batch_size=16, progress=False)

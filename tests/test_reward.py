@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from progress_bars import record_bars
 
 from admap.score import SCORERS, ScoringContext
 from admap.score.reward import RewardOptions, RewardScorer
@@ -162,7 +163,7 @@ def test_unknown_instructions_are_nan_and_empty_responses_are_scored(scorer, dem
 
 
 @pytest.mark.slow
-def test_left_truncation_keeps_the_response(reward_model_dir, hand_model):
+def test_left_truncation_keeps_the_response(reward_model_dir, hand_model, monkeypatch):
     long_prompt = " ".join(f"word{i}" for i in range(3000))
     instructions = pd.DataFrame(
         {
@@ -177,7 +178,8 @@ def test_left_truncation_keeps_the_response(reward_model_dir, hand_model):
             "response": ["Paris is the capital of France.", "I do not know, sorry."],
         }
     )
-    scorer = RewardScorer(model=reward_model_dir, max_length=48, batch_size=2, device="cpu", progress=False)
+    bars = record_bars(monkeypatch)
+    scorer = RewardScorer(model=reward_model_dir, max_length=48, batch_size=2, device="cpu")
     _, tokenizer = scorer.load()
     ids = scorer.encode(
         [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "Paris!"}], tokenizer
@@ -186,6 +188,7 @@ def test_left_truncation_keeps_the_response(reward_model_dir, hand_model):
     scores = scorer.score(instructions, responses)
     assert np.isfinite(scores).all()
     assert abs(scores[0] - scores[1]) > 1e-4
+    assert [(bar.total, bar.updates) for bar in bars] == [(2, [2])]  # one bar over the responses
     # The same as the model on the last 48 tokens of the whole conversation.
     messages = [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": responses["response"][0]}]
     assert scores[0] == pytest.approx(_hand_score(hand_model, messages, max_length=48), abs=1e-4)

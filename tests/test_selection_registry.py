@@ -8,13 +8,13 @@ from typing import Literal
 
 import pandas as pd
 import pytest
-from runs import map_without_models
 
 from admap.cli import build_parser, main
 from admap.config import option
 from admap_baselines import STRATEGIES, SelectionInputs
 from admap_baselines.base import top_by
 from admap_experiments.config import SelectionOptions
+from tests.runs import map_without_models
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from progress_bars import record_bars
 
 from admap.cli import main
 from admap.load import load_preferences
@@ -57,10 +58,13 @@ def test_batched_equals_one_at_a_time_and_the_authors_computation(hh):
         assert batched[position] == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_long_conversation_is_cut_on_the_left_and_keeps_the_response(hh):
+def test_a_long_conversation_is_cut_on_the_left_and_keeps_the_response(hh, monkeypatch):
     instructions, responses = hh
-    short = SftProbabilityScorer(max_length=48, batch_size=2, device="cpu", progress=False)
+    bars = record_bars(monkeypatch)
+    short = SftProbabilityScorer(max_length=48, batch_size=2, device="cpu")
     scores = short.score(instructions, responses)
+    # One bar over every response, advanced per batch.
+    assert [(bar.total, bar.updates) for bar in bars] == [(len(responses), [2] * (len(responses) // 2))]
     assert np.isfinite(scores).all() and scores[1] == 0.0
     # With 48 tokens the response's own tokens are still scored (its start, after what of the prompt fits).
     lm, tokenizer = load_causal_lm("smollm2", device="cpu")

@@ -1,7 +1,8 @@
 """The pairs admap writes are TRL-ready: TRL's DPOTrainer takes a pairs file as it is and trains on it."""
 
 import pytest
-from runs import map_without_models
+
+from tests.runs import map_without_models
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
-from runs import map_without_models
 
 from admap import view
 from admap.cli import main
 from admap.commands.view import ViewConfig, run_view
+from tests.runs import map_without_models
 
 HOSTILE = (
     "</script><script>alert(1)</script>",
@@ -88,6 +88,7 @@ def test_payload_holds_every_instruction_with_its_responses_in_order():
     assert payload["meta"]["title"] == "Alignment Data Map — prefs.jsonl"
     assert payload["meta"]["scorer"] == "reference (all-MiniLM-L6-v2)"
     assert payload["meta"]["on_map"] == 5 and payload["meta"]["text_limit"] is None
+    assert payload["meta"]["run_dir"] == payload["meta"]["name"] == "admap"  # no folder given: the name
 
 
 def test_colourings_region_model_rating_and_suspects():
@@ -200,6 +201,10 @@ def test_admap_map_writes_the_view_and_admap_view_rewrites_it(tmp_path):
     assert main(["view", str(run), "--compare", str(other), "--out", str(out), "--max-points", "4", "--quiet"]) == 0
     payload = json.loads(re.search(r'id="admap-data">(.*?)</script>', out.read_text(), re.S).group(1))
     assert len(payload["instructions"]["id"]) == 4
+    # The run folder as each command was given it: the page's `admap select` command lines name it.
+    assert (payload["meta"]["name"], payload["meta"]["run_dir"]) == ("run", str(run))
+    mapped = json.loads(re.search(r'id="admap-data">(.*?)</script>', page, re.S).group(1))
+    assert mapped["meta"]["run_dir"] == str(run)
     assert [m["label"] for m in payload["colourings"]][:2] == ["region", "region by scorer annotation"]
 
 

@@ -8,6 +8,7 @@ The runs are written directly (map.parquet, scores.parquet, summary.json): no mo
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -16,8 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from admap.cli import main
+from admap.commands.select import summary_path
 from admap.commands.view import ViewConfig, run_view
 from scripts.chromium import CHROMIUM_ARGS
+from tests.runs import map_without_models
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install playwright (setup.sh)")
@@ -293,6 +297,71 @@ def test_lasso_selects_and_shift_adds(open_view, big_view, tmp_path):
     view.page.keyboard.up("Shift")
     expect(view.page.locator("#selection-count")).to_have_text(f"{len(CLUSTER) + 1} instructions selected")
     assert exported_ids(view, tmp_path) == sorted([instruction_id(k) for k in CLUSTER] + [instruction_id(NEEDLE)])
+
+
+def shared_word_rows(n: int) -> list[dict]:
+    """Rated responses whose ROUGE-L to the proxy differs by instruction: instruction k's middle answer shares
+    k % 6 of the proxy's 6 words, so its mean score is (1 + (k % 6) / 6) / 3."""
+    rows = []
+    for k in range(n):
+        proxy = " ".join(f"w{j}x{k}" for j in range(6))
+        shared = k % 6
+        middle = " ".join([f"w{j}x{k}" for j in range(shared)] + [f"filler{j}x{k}" for j in range(shared, 6)])
+        completions = [(proxy, 5.0), (middle, 3.0), (f"junk{k} a b c", 1.0)]
+        rows.append(
+            {
+                "instruction": f"Question {k}?",
+                "proxy": proxy,
+                "completions": [{"response": text, "fine-grained_score": rating} for text, rating in completions],
+            }
+        )
+    return rows
+
+
+def test_the_select_commands_read_the_export_back(open_view, tmp_path, monkeypatch):
+    """Box the upper half of a real run's map: the page's include command, run where the export is saved,
+    writes exactly the selected instructions' pairs, and its exclude command the aligned region without them.
+    The run folder's name needs shell quoting, and the copy button copies the command as shown."""
+    run = map_without_models(shared_word_rows(18), tmp_path, name="my run's map")
+    map_table = pd.read_parquet(run / "map.parquet")
+    upper = set(map_table.loc[map_table["mean_score"] > 0.47, "instruction_id"])  # shares 3 or more words
+    assert 0 < len(upper) < len(map_table)
+    view = open_view(run / "view.html")
+    view.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    expect(view.page.locator("#select-commands")).to_be_hidden()
+    view.page.click("#tool-box")
+    # Inside the plot's padding (4% of each range) all round but at the bottom, which cuts at a mean of 0.47.
+    low, high = float(map_table["score_variance"].min()), float(map_table["score_variance"].max())
+    top = float(map_table["mean_score"].max()) + 0.02 * float(np.ptp(map_table["mean_score"]))
+    view.page.mouse.move(*view.screen(low - 0.02 * (high - low), top))
+    view.page.mouse.down()
+    view.page.mouse.move(*view.screen(high + 0.02 * (high - low), 0.47), steps=8)
+    view.page.mouse.up()
+    expect(view.page.locator("#selection-count")).to_have_text(f"{len(upper)} instructions selected")
+    expect(view.page.locator("#select-commands")).to_be_visible()
+
+    with view.page.expect_download() as download:
+        view.page.click("#export")
+    name = download.value.suggested_filename
+    assert name.startswith(f"my_run_s_map-selection-{len(upper)}-") and name.endswith(".jsonl")
+    saved = tmp_path / "downloads" / name
+    download.value.save_as(saved)
+    include = view.page.locator("#command-include").text_content()
+    exclude = view.page.locator("#command-exclude").text_content()
+    assert shlex.split(include) == ["admap", "select", str(run), "--strategy", "full", "--include-ids", name]
+    assert shlex.split(exclude) == ["admap", "select", str(run), "--exclude-ids", name]
+    view.page.locator("button.copy[data-copy=command-include]").click()
+    assert view.page.evaluate("() => navigator.clipboard.readText()") == include
+
+    monkeypatch.chdir(saved.parent)
+    assert main([*shlex.split(include)[1:], "--out", "included.jsonl", "--quiet"]) == 0
+    pairs = [json.loads(line) for line in Path("included.jsonl").read_text().splitlines()]
+    assert {pair["instruction_id"] for pair in pairs} == upper and len(pairs) == 3 * len(upper)
+    summary = json.loads(summary_path(Path("included.jsonl")).read_text())
+    assert summary["include_ids"]["path"] == name and summary["include_ids"]["unknown"] == 0
+    assert main([*shlex.split(exclude)[1:], "--out", "excluded.jsonl", "--quiet"]) == 0
+    kept = {json.loads(line)["instruction_id"] for line in Path("excluded.jsonl").read_text().splitlines()}
+    assert kept == set(map_table.loc[map_table["region"] == "high_mean", "instruction_id"]) - upper
 
 
 def test_search_highlights_the_matches(open_view, big_view):

@@ -37,9 +37,11 @@ from admap.datamap import (
 from admap.debias import length_residuals
 from admap.embed import EmbeddingOptions
 from admap.generate.options import GeneratorOptions
+from admap.hub import PushWhenWritten
 from admap.inputs import InputOptions
+from admap.load import PreferenceData
 from admap.models import DEFAULT_EMBEDDING_MODEL
-from admap.plot import plot_map
+from admap.plot import map_titles, plot_map
 from admap.provenance import provenance
 from admap.run_folder import RUN_FILE_NAMES, RunTransaction, run_transaction
 from admap.score import SCORERS, Scorer, ScoringContext, build_scorer
@@ -89,6 +91,7 @@ class MapConfig:
     seed: int = option(42, "seed for the random subset and sampled pairs")
     plot: bool = option(True, "write map.png")
     view: bool = option(True, "write view.html, the interactive map in the browser (see admap view)")
+    hub: PushWhenWritten = option(PushWhenWritten(), "publishing the run on the Hugging Face hub")
 
     def __post_init__(self) -> None:
         if self.region_method not in REGION_METHODS:
@@ -213,19 +216,32 @@ def write_scorer_tables(scorer: Scorer, run_dir: Path) -> None:
         table.to_parquet(run_dir / name, index=False)
 
 
-def run_map(config: MapConfig, *, progress: bool = True, command: str | None = None) -> Path:
-    """Run `admap map` and return the run directory; ``command`` is recorded in the summary."""
+def run_map(
+    config: MapConfig, *, progress: bool = True, command: str | None = None, data: PreferenceData | None = None
+) -> Path:
+    """Run `admap map` and return the run directory; ``command`` is recorded in the summary. ``data``: a
+    dataset loaded already (the Python API's DataFrame or `datasets.Dataset`), mapped instead of reading
+    ``config.input``'s file."""
     with run_transaction(config.run_dir) as transaction:
-        return _run_map(config, transaction, progress=progress, command=command)
+        run_dir = _run_map(config, transaction, data, progress=progress, command=command)
+    config.hub.push(run_dir)
+    return run_dir
 
 
-def _run_map(config: MapConfig, transaction: RunTransaction, *, progress: bool, command: str | None) -> Path:
+def _run_map(
+    config: MapConfig,
+    transaction: RunTransaction,
+    data: PreferenceData | None,
+    *,
+    progress: bool,
+    command: str | None,
+) -> Path:
     """The stages, writing into the transaction's staging folder; its publication is the last step."""
     timings = Timings()
     run_dir, final = transaction.staging, transaction.final
 
     with timings.step("load"):
-        data = config.input.read(progress=progress)
+        data = config.input.read(progress=progress) if data is None else data
     scorer = config.build_scorer(progress=progress)
     instructions, generation_stats = data.instructions, None
     if scorer.needs_proxy:
@@ -287,17 +303,6 @@ def _run_map(config: MapConfig, transaction: RunTransaction, *, progress: bool, 
     if data.has_preferences:
         data.preferences.to_parquet(run_dir / "preferences.parquet", index=False)
     proxy_sources = instructions.get("proxy_source", pd.Series(dtype=object))
-    if config.plot:
-        with timings.step("plot"):
-            proxies = ", ".join(sorted(proxy_sources.dropna().unique())) or "none"
-            plot_map(
-                map_table,
-                thresholds,
-                run_dir / "map.png",
-                title=f"Alignment Data Map — {config.input.label}",
-                subtitle=f"score: {scorer.label()}; proxy: {proxies}; {int(map_table['is_mapped'].sum())} instructions",
-            )
-
     summary = {
         **provenance(command),
         "config": to_dict(config),
@@ -318,11 +323,17 @@ def _run_map(config: MapConfig, transaction: RunTransaction, *, progress: bool, 
         "seed": config.seed,
         "timings_s": dict(timings),
     }
+    if config.plot:
+        with timings.step("plot"):
+            title, subtitle = map_titles(summary)
+            plot_map(map_table, thresholds, run_dir / "map.png", title=title, subtitle=subtitle)
     if config.view:
         with timings.step("view"):
-            payload = view.build_payload(map_table, responses, summary, seed=config.seed, name=final.name)
+            payload = view.build_payload(
+                map_table, responses, summary, seed=config.seed, name=final.name, run_dir=str(final)
+            )
             view.write_view(payload, run_dir / "view.html")
-        summary["timings_s"] = dict(timings)
+    summary["timings_s"] = dict(timings)
     transaction.publish(summary)
     logger.info("wrote %s (regions %s)", final, summary["regions"])
     return final

@@ -53,6 +53,7 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         seed=config.seed,
         text_budget=config.text_budget,
         name=run.path.name,
+        run_dir=config.run_dir,
     )
     out = Path(config.out) if config.out else run.path / "view.html"
     with run.writing(out):

@@ -24,7 +24,8 @@ class Engine(Protocol):
     ``embed`` yields ``(positions, vectors)``: positions into ``texts`` and their float32,
     L2-normalised embeddings, in any order, every position exactly once. Texts come longest
     first, so that chunks of ``chunk_size`` consecutive texts pad little; the caller writes each
-    chunk to disk before the next, which bounds memory.
+    chunk to disk before the next, which bounds memory. An engine draws no progress bar: the caller
+    draws one over the whole stage and advances it per chunk (`admap.progress`).
     """
 
     name: str
@@ -40,7 +41,7 @@ class Engine(Protocol):
     def encoding_device(self) -> str: ...
 
     def embed(
-        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int, progress: bool
+        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
 

@@ -37,14 +37,15 @@ class LocalEngine:
         return pick_device(self.device)
 
     def embed(
-        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int, progress: bool
+        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         encoder = self._encoder(spec)
         for start in range(0, len(texts), chunk_size):
             stop = min(start + chunk_size, len(texts))
             yield (
                 np.arange(start, stop),
-                encode_texts(encoder, texts[start:stop], batch_size=batch_size, progress=progress),
+                # A bar per call would restart with every chunk: the stage's one bar counts them.
+                encode_texts(encoder, texts[start:stop], batch_size=batch_size, progress=False),
             )
 
     def _encoder(self, spec: EmbeddingSpec):

@@ -171,7 +171,7 @@ class RayEngine:
         return self._plan
 
     def embed(
-        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int, progress: bool
+        self, texts: Sequence[str], spec: EmbeddingSpec, *, chunk_size: int, batch_size: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         plan = self._entered_plan()
         if not len(texts):
@@ -184,7 +184,8 @@ class RayEngine:
             blocks = [_block(start, texts[start : start + chunk_size]) for start in range(0, len(texts), chunk_size)]
             plan = replace(plan, actors=min(plan.actors, len(blocks)))  # an actor per block at most
             logger.info("engine ray: %d texts in %d blocks, %s", len(texts), len(blocks), plan.describe())
-            context.enable_progress_bars = progress
+            # Ray Data's own bars (one per operator) would stack under the stage's one bar, which the caller draws.
+            context.enable_progress_bars = False
             dataset = ray.data.from_arrow(blocks).map_batches(
                 EncodeBatch,
                 fn_constructor_kwargs={

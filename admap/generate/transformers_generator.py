@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tqdm.auto import tqdm
-
 from admap.devices import pick_device, resolve_dtype
 from admap.generate.base import GENERATORS, Completion, Messages, ResultCallback
 from admap.generate.options import GeneratorOptions
 from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm
+from admap.progress import stage_bar
 
 
 @GENERATORS.register("transformers")
@@ -86,37 +85,48 @@ class TransformersGenerator:
         # Longest prompts first: batches of similar length waste less padding.
         order = sorted(range(len(conversations)), key=lambda i: -sum(len(m["content"]) for m in conversations[i]))
         results: list[Completion] = [Completion(text=None)] * len(conversations)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        with stage_bar(f"generating ({self.model})", len(conversations), unit=" replies", enabled=self.progress) as bar:
+            for batch in batches:
+                for i, completion in zip(batch, self._generate_batch(lm, tokenizer, [conversations[i] for i in batch])):
+                    results[i] = completion
+                    if on_result is not None:
+                        on_result(i, completion)
+                bar.update(len(batch))
+        return results
+
+    def _generate_batch(self, lm, tokenizer, conversations: Sequence[Messages]) -> list[Completion]:
+        import torch
+
         sampling = {"do_sample": False}
         if self.temperature > 0:
             sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=f"generating ({self.model})", unit=" batch", disable=not self.progress):
-            prompts = [
-                tokenizer.apply_chat_template(conversations[i], tokenize=False, add_generation_prompt=True)
-                for i in batch
-            ]
-            encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
-            with torch.inference_mode():
-                output = lm.generate(
-                    **encoded,
-                    max_new_tokens=self.max_new_tokens,
-                    repetition_penalty=self.repetition_penalty,
-                    pad_token_id=tokenizer.pad_token_id,
-                    **sampling,
-                )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
-            reply_lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
-            for position, i in enumerate(batch):
-                text = texts[position].strip()
-                completion = Completion(
+        prompts = [
+            tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+            for conversation in conversations
+        ]
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(lm.device)
+        with torch.inference_mode():
+            output = lm.generate(
+                **encoded,
+                max_new_tokens=self.max_new_tokens,
+                repetition_penalty=self.repetition_penalty,
+                pad_token_id=tokenizer.pad_token_id,
+                **sampling,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        reply_lengths = (new_tokens != tokenizer.pad_token_id).sum(dim=1).tolist()
+        completions = []
+        for text, tokens_in, tokens_out in zip(texts, prompt_lengths, reply_lengths, strict=True):
+            text = text.strip()
+            completions.append(
+                Completion(
                     text=text or None,
-                    tokens_in=int(prompt_lengths[position]),
-                    tokens_out=int(reply_lengths[position]),
+                    tokens_in=int(tokens_in),
+                    tokens_out=int(tokens_out),
                     error=None if text else "empty reply",
                 )
-                results[i] = completion
-                if on_result is not None:
-                    on_result(i, completion)
-        return results
+            )
+        return completions

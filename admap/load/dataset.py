@@ -8,14 +8,16 @@ as a duplicate or a bad row.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from admap.errors import InputError, RowError, SkippedRow
 from admap.load.base import FORMATS, Format, LoadOptions
 from admap.load.builder import Builder
-from admap.load.readers import read_records, row_name
+from admap.load.readers import HubDataset, read_records, row_name
 from admap.load.schema import PreferenceData
+from admap.load.tables import is_table, table_name, table_records
 from admap.load.ultrafeedback import UltraFeedback, principle_rule
 
 logger = logging.getLogger(__name__)
@@ -44,28 +46,35 @@ def detect_format(record: dict, source: str, row: int, *, row_word: str = "row")
 
 
 def load_preferences(
-    source: str,
+    source: str | Any,
     *,
     format: str = "auto",
     options: LoadOptions | None = None,
     skip_invalid: bool = False,
     split: str | None = None,
     limit: int | None = None,
+    hub: HubDataset | None = None,
     progress: bool = True,
 ) -> PreferenceData:
-    """Load ``source`` (a file path or a hub dataset id) into canonical tables.
+    """Load ``source`` (a file path, a hub dataset id, or a table in memory: a pandas DataFrame or a
+    `datasets` Dataset) into canonical tables.
 
     Raises `InputError` naming the file, row and field of the first bad record, unless
     ``skip_invalid`` is set, in which case bad records are listed in ``PreferenceData.skipped``
     (and an `InputError` says how many and why when no row is left to load).
     What real datasets hold (empty responses, repeated rows, unrated completions) is loaded and
-    counted, never an error. ``limit`` reads only the first ``limit`` records.
+    counted, never an error. ``limit`` reads only the first ``limit`` records. ``hub``: which part of a
+    hub dataset ``source`` names to read (configuration, folder, files, revision, streaming), recorded
+    in the report.
     """
     options = options or LoadOptions()
     chosen_format = None if format == "auto" else FORMATS.get(format)
     if chosen_format is not None:
         _check_options(chosen_format, options)
-    records = read_records(source, split=split)
+    if is_table(source):
+        records, source = table_records(source), table_name(source)
+    else:
+        records = read_records(source, split=split, hub=hub, limit=limit)
     row_word = row_name(source)
     builder = Builder(
         source,
@@ -115,6 +124,7 @@ def load_preferences(
         )
     row_filter = principle_rule(options.principle) if options.principle is not None else None
     data = builder.finish(chosen_format.name if chosen_format else format, row_filter=row_filter)
+    data.hub = hub.report() if hub is not None else None
     logger.info("%s: %s", source, data.counts())
     left_out = [s for s in data.skipped if s.unit in ("row", "response")]
     # Prompts alone (UltraFeedback rows with no completions) are data for `admap proxy`; a file whose every

@@ -1,17 +1,20 @@
 """Read raw records, each with its row number, from local files or the Hugging Face hub.
 
 Row numbers are what a person finds in the file: the line for JSONL, the line a record starts on
-for CSV (the header is line 1), the 1-based record index for JSON arrays, Parquet and hub datasets.
+for CSV (the header is line 1), the 1-based record index for JSON arrays, Parquet and hub datasets
+(of the split read, across its files).
 A malformed record is yielded as a `RowError` so that the caller decides to stop or skip.
 """
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import zlib
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,20 +141,115 @@ def _read_csv(path: Path) -> Iterator[tuple[int, Record | RowError]]:
         raise InputError(str(path), None, None, "holds no records (empty file, not even a header line)")
 
 
-def _read_hub(name: str, split: str | None) -> Iterator[tuple[int, Record | RowError]]:
+@dataclass(frozen=True)
+class HubDataset:
+    """A dataset on the Hugging Face hub and the part of it to read: `datasets.load_dataset`'s arguments.
+
+    ``name`` is the dataset's configuration (``load_dataset``'s ``name``); ``data_dir`` a folder of the
+    repository (Anthropic/hh-rlhf's ``harmless-base`` is a folder, not a configuration); ``data_files``
+    glob patterns of files in it. ``commit`` is the commit ``revision`` (a branch, tag or commit; the
+    default branch when None) resolved to, and the one read, when the hub could be asked (`pin_commit`);
+    ``license`` is the dataset card's. ``streaming`` reads records as they download, so that reading
+    the first records downloads only the files (Parquet row groups) that hold them.
+    """
+
+    repo_id: str
+    split: str = "train"
+    name: str | None = None
+    data_dir: str | None = None
+    data_files: tuple[str, ...] = ()
+    revision: str | None = None
+    streaming: bool = False
+    commit: str | None = None
+    license: str | list[str] | None = None
+
+    def load_arguments(self) -> dict[str, Any]:
+        """`datasets.load_dataset`'s keyword arguments, those set (the library's defaults stand for the
+        others): the pinned commit rather than the revision asked."""
+        arguments = {
+            "name": self.name,
+            "data_dir": self.data_dir,
+            "data_files": list(self.data_files) or None,
+            "split": self.split,
+            "revision": self.commit or self.revision,
+            "streaming": self.streaming or None,
+        }
+        return {key: value for key, value in arguments.items() if value is not None}
+
+    def report(self) -> dict[str, Any]:
+        """What summary.json records of where the records came from."""
+        report = asdict(self)
+        report["data_files"] = list(self.data_files)
+        return report
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether `read_records` reads ``source`` from the hub: no such local path, and no local file suffix."""
+    path = Path(source)
+    return not path.exists() and _suffix(path) not in LOCAL_SUFFIXES
+
+
+def pin_commit(dataset: HubDataset) -> HubDataset:
+    """``dataset`` with the commit its revision points to now, and its card's license, so that the run
+    reads that commit and records it. Offline, or with the hub out of reach, it is returned as it is
+    (`datasets` then reads its cache, or fails); a dataset or revision the hub does not have is an
+    `InputError`."""
+    from huggingface_hub import HfApi, is_offline_mode
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    if is_offline_mode():
+        logger.info("%s: offline, so the commit read is not recorded", dataset.repo_id)
+        return dataset
+    try:
+        info = HfApi().dataset_info(dataset.repo_id, revision=dataset.revision)
+    except RevisionNotFoundError:
+        raise InputError(dataset.repo_id, None, None, f"the hub dataset has no revision {dataset.revision!r}") from None
+    except RepositoryNotFoundError:
+        raise InputError(
+            dataset.repo_id,
+            None,
+            None,
+            "not a local file, and no dataset of that name on the Hugging Face hub that this login can read "
+            "(a private or gated dataset needs `hf auth login` or HF_TOKEN)",
+        ) from None
+    except Exception as error:  # an unreachable hub raises the HTTP client's own errors (httpx2's, say)
+        logger.warning(
+            "%s: the hub could not be asked which commit is read (%s: %s)", dataset.repo_id, type(error).__name__, error
+        )
+        return dataset
+    license = info.card_data.get("license") if info.card_data is not None else None
+    logger.info("%s: reading commit %s", dataset.repo_id, info.sha)
+    return replace(dataset, commit=info.sha, license=license)
+
+
+def _read_hub(dataset: HubDataset, limit: int | None) -> Iterator[tuple[int, Record | RowError]]:
     import datasets
 
+    source = dataset.repo_id
     try:
-        dataset = datasets.load_dataset(name, split=split or "train")
+        records = datasets.load_dataset(source, **dataset.load_arguments())
     except Exception as error:  # datasets raises many types for offline, missing and gated datasets
         raise InputError(
-            name,
+            source,
             None,
             None,
             f"not a local file, and loading it from the Hugging Face hub failed ({type(error).__name__}: {error})",
         ) from error
-    for index, record in enumerate(dataset, start=1):
-        yield index, dict(record)
+    if limit is not None:
+        # Stop at the limit here rather than one record later in the loader: a record past the limit can
+        # start another file's download when streaming.
+        records = itertools.islice(records, limit)
+    index = 0
+    try:
+        for index, record in enumerate(records, start=1):
+            yield index, dict(record)
+    except Exception as error:  # streaming reads the files as it goes: network and file errors come here
+        raise InputError(
+            source,
+            None,
+            None,
+            f"reading from the Hugging Face hub failed after row {index} ({type(error).__name__}: {error})",
+        ) from error
 
 
 def _undecodable_as_input_error(
@@ -176,8 +274,12 @@ def row_name(source: str) -> str:
     return "line" if _suffix(Path(source)) == ".csv" and Path(source).exists() else "row"
 
 
-def read_records(source: str, *, split: str | None = None) -> Iterator[tuple[int, Record | RowError]]:
-    """Yield ``(row_number, record)`` from a local file or a hub dataset id."""
+def read_records(
+    source: str, *, split: str | None = None, hub: HubDataset | None = None, limit: int | None = None
+) -> Iterator[tuple[int, Record | RowError]]:
+    """Yield ``(row_number, record)`` from a local file or a hub dataset id; ``hub`` says which part of
+    a hub dataset to read (by default its ``split``, or ``train``), of which no more than ``limit``
+    records are read (a local file's reader is stopped by its caller)."""
     path = Path(source)
     if path.exists():
         readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}
@@ -190,5 +292,6 @@ def read_records(source: str, *, split: str | None = None) -> Iterator[tuple[int
         return _undecodable_as_input_error(source, reader(path))
     if _suffix(path) in LOCAL_SUFFIXES:
         raise InputError(source, None, None, "file not found")
-    logger.info("loading %s (split %s) from the Hugging Face hub", source, split or "train")
-    return _read_hub(source, split)
+    hub = hub or HubDataset(source, split=split or "train")
+    logger.info("loading %s (split %s) from the Hugging Face hub", source, hub.split)
+    return _read_hub(hub, limit)

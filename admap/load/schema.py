@@ -102,6 +102,8 @@ class PreferenceData:
     tally: LoadTally
     skipped: list[SkippedRow]
     row_filter: str | None = None
+    # Where on the hub the records came from (`HubDataset.report`: the commit read among them); None for a file.
+    hub: dict | None = None
 
     @property
     def has_ratings(self) -> bool:
@@ -143,6 +145,7 @@ class PreferenceData:
             **self.counts(),
             "row_filter": self.row_filter,
             "notes": dict(self.tally.notes),
+            "hub": self.hub,
         }
 
 

@@ -22,13 +22,13 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from admap.config import option
 from admap.devices import pick_device
 from admap.embed import EmbeddingOptions, EmbeddingReport
 from admap.embedding_store import stored_embeddings
 from admap.models import DEFAULT_EMBEDDING_MODEL, DEFAULT_GENERATOR_MODEL, load_causal_lm
+from admap.progress import stage_bar
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 from admap.score.causal_lm import encode_in_context, padded_batches
 from admap.select import preference_pairs
@@ -236,20 +236,18 @@ def lm_hidden_features(
     batch_size = batch_size or (32 if device.startswith("cuda") else 8)
     features = np.zeros((len(encoded), backbone.config.hidden_size), dtype=np.float32)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = padded_batches(encoded, batch_size, pad)
-    total = -(-len(encoded) // batch_size)
-    for rows, ids, mask in tqdm(
-        batches, total=total, desc=f"hidden states ({model})", unit=" batch", disable=not progress
-    ):
-        pool = torch.zeros(ids.shape, dtype=torch.float32)
-        for row, i in enumerate(rows):
-            tokens, n_response = encoded[i]
-            # An empty response has no tokens of its own: its last context token stands in.
-            pool[row, len(tokens) - max(n_response, 1) : len(tokens)] = 1.0
-        with torch.inference_mode():
-            hidden = backbone(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).last_hidden_state
-        pooled = (hidden.float().cpu() * pool[:, :, None]).sum(1) / pool.sum(1, keepdim=True)
-        features[rows] = pooled.numpy()
+    with stage_bar(f"hidden states ({model})", len(encoded), unit=" responses", enabled=progress) as bar:
+        for rows, ids, mask in padded_batches(encoded, batch_size, pad):
+            pool = torch.zeros(ids.shape, dtype=torch.float32)
+            for row, i in enumerate(rows):
+                tokens, n_response = encoded[i]
+                # An empty response has no tokens of its own: its last context token stands in.
+                pool[row, len(tokens) - max(n_response, 1) : len(tokens)] = 1.0
+            with torch.inference_mode():
+                hidden = backbone(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).last_hidden_state
+            pooled = (hidden.float().cpu() * pool[:, :, None]).sum(1) / pool.sum(1, keepdim=True)
+            features[rows] = pooled.numpy()
+            bar.update(len(rows))
     return features
 
 

@@ -10,10 +10,10 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from admap.config import option
 from admap.devices import pick_device, resolve_dtype
+from admap.progress import stage_bar
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 from admap.score.causal_lm import plain_rendering
 
@@ -161,16 +161,18 @@ class RewardScorer(ScorerDefaults):
         # Longest first: batches of similar length waste little padding, and a batch too big fails at once.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc=f"reward ({self.model})", unit=" batch", disable=not self.progress):
-            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
-            with torch.inference_mode():
-                output = model(
-                    input_ids=padded["input_ids"].to(model.device),
-                    attention_mask=padded["attention_mask"].to(model.device),
-                )
-            rewards = getattr(output, "score", None)
-            if rewards is None:
-                rewards = output.logits[:, 0]
-            rewards = rewards.float().reshape(len(batch), -1)[:, 0].cpu().numpy()
-            scores[scorable[batch]] = rewards
+        with stage_bar(f"reward ({self.model})", len(encoded), unit=" responses", enabled=self.progress) as bar:
+            for batch in batches:
+                padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+                with torch.inference_mode():
+                    output = model(
+                        input_ids=padded["input_ids"].to(model.device),
+                        attention_mask=padded["attention_mask"].to(model.device),
+                    )
+                rewards = getattr(output, "score", None)
+                if rewards is None:
+                    rewards = output.logits[:, 0]
+                rewards = rewards.float().reshape(len(batch), -1)[:, 0].cpu().numpy()
+                scores[scorable[batch]] = rewards
+                bar.update(len(batch))
         return scores

@@ -17,11 +17,11 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from admap.config import option
 from admap.devices import pick_device
 from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm
+from admap.progress import advancing, stage_bar
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
 from admap.score.causal_lm import encode_in_context, padded_batches
 
@@ -116,15 +116,12 @@ class SftProbabilityScorer(ScorerDefaults):
         )
         batch_size = self.batch_size or (32 if device.startswith("cuda") else 8)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        batches = tqdm(
-            padded_batches(encoded, batch_size, pad),
-            total=-(-len(encoded) // batch_size),
-            desc=f"token probabilities ({self.model})",
-            unit=" batch",
-            disable=not self.progress,
-        )
-        # exp(-inf) is 0: an empty response scores 0.
-        scores[scorable] = np.exp(mean_token_log_probs(lm, batches, encoded))
+        with stage_bar(
+            f"token probabilities ({self.model})", len(encoded), unit=" responses", enabled=self.progress
+        ) as bar:
+            batches = advancing(padded_batches(encoded, batch_size, pad), bar, size=lambda batch: len(batch[0]))
+            # exp(-inf) is 0: an empty response scores 0.
+            scores[scorable] = np.exp(mean_token_log_probs(lm, batches, encoded))
         empty = sum(n == 0 for _, n in encoded)
         self.counts = {"responses_scored": int(len(scorable)), "empty_responses": int(empty)}
         if empty:

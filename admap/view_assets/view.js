@@ -78,6 +78,8 @@
     opened: -1,
     selected: new Uint8Array(n),
     selectedCount: 0,
+    exportText: "", // the export of the selection, and the file name it is saved under
+    exportName: "",
     matches: new Uint8Array(n),
     matchCount: 0,
     drag: null,
@@ -705,6 +707,14 @@
     $("selection-count").textContent = count ? `${count.toLocaleString()} instructions selected` : "nothing selected";
     $("export").disabled = count === 0;
     $("clear").disabled = count === 0;
+    $("select-commands").hidden = count === 0;
+    if (count) {
+      state.exportText = selectedIds().map((id) => JSON.stringify({ instruction_id: id }) + "\n").join("");
+      state.exportName = exportFileName(state.exportText, count);
+      const commands = selectCommands(state.exportName);
+      $("command-include").textContent = commands.include;
+      $("command-exclude").textContent = commands.exclude;
+    }
     updateFlags();
   }
 
@@ -745,16 +755,60 @@
     return ids;
   }
 
+  // FNV-1a, 32 bits: the export is named by its content, so that the command lines shown for a selection
+  // never name the file an earlier, different selection was saved under.
+  function fnv1a(text) {
+    let hash = 0x811c9dc5;
+    for (let k = 0; k < text.length; k++) {
+      hash ^= text.charCodeAt(k);
+      hash = Math.imul(hash, 0x01000193);
+    }
+    return (hash >>> 0).toString(16).padStart(8, "0");
+  }
+
+  function exportFileName(text, count) {
+    return `${String(meta.name).replace(/[^\w.-]+/g, "_")}-selection-${count}-${fnv1a(text)}.jsonl`;
+  }
+
+  // As Python's shlex.quote: a run folder with spaces or quotes pastes into a shell as one word.
+  function shellQuote(word) {
+    return /^[\w@%+=:,./-]+$/.test(word) ? word : "'" + word.replace(/'/g, "'\"'\"'") + "'";
+  }
+
+  // The commands that read the export back: --strategy full keeps every selected instruction (the default
+  // strategy, high_mean, would keep only the aligned ones among them).
+  function selectCommands(file) {
+    const run = shellQuote(String(meta.run_dir));
+    return {
+      include: `admap select ${run} --strategy full --include-ids ${shellQuote(file)}`,
+      exclude: `admap select ${run} --exclude-ids ${shellQuote(file)}`,
+    };
+  }
+
   function exportSelection() {
-    const lines = selectedIds().map((id) => JSON.stringify({ instruction_id: id }) + "\n");
-    const url = URL.createObjectURL(new Blob(lines, { type: "application/x-ndjson" }));
+    const url = URL.createObjectURL(new Blob([state.exportText], { type: "application/x-ndjson" }));
     const link = element("a");
     link.href = url;
-    link.download = `${String(meta.name).replace(/[^\w.-]+/g, "_")}-selection.jsonl`;
+    link.download = state.exportName;
     document.body.append(link);
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  // The clipboard where the page may write to it; else the command is selected, for Ctrl+C.
+  function copyCommand(button) {
+    const code = $(button.dataset.copy);
+    const say = (text) => {
+      button.textContent = text;
+      setTimeout(() => (button.textContent = "copy"), 2000);
+    };
+    const selectIt = () => {
+      window.getSelection().selectAllChildren(code);
+      say("press Ctrl+C");
+    };
+    if (navigator.clipboard) navigator.clipboard.writeText(code.textContent).then(() => say("copied"), selectIt);
+    else selectIt();
   }
 
   // ---- search
@@ -882,6 +936,9 @@
   }
   $("reset").addEventListener("click", resetView);
   $("export").addEventListener("click", exportSelection);
+  for (const button of document.querySelectorAll("button.copy")) {
+    button.addEventListener("click", () => copyCommand(button));
+  }
   $("clear").addEventListener("click", () => {
     state.selected.fill(0);
     updateSelection();
