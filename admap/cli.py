@@ -11,6 +11,7 @@ import sys
 from admap.commands import commands
 from admap.config import add_arguments, from_arguments
 from admap.errors import InputError
+from admap.memory import use_system_memory_pool
 from admap.provenance import admap_version
 from admap.registry import load_plugins
 from admap.run_folder import RunFolderBusy
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    use_system_memory_pool()
     # The openai package's HTTP client logs every request at INFO: one line per call drowns the progress bar.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if quiet:

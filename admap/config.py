@@ -306,7 +306,8 @@ def to_dict(config: Any) -> dict[str, Any]:
         value = getattr(config, field.name)
         if "registry" in field.metadata:
             selected = getattr(config, field.metadata["selector"])
-            options = value[selected]
+            # A selector may name no entry at all (generator "none").
+            options = value[selected] if selected in value.registry else None
             if options is not None:
                 values[selected] = to_dict(options)
         elif dataclasses.is_dataclass(value):

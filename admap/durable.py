@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -30,6 +31,24 @@ def publish(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         staging.unlink(missing_ok=True)
     return path
+
+
+def write_bytes(chunks: Iterable[bytes | memoryview], path: str | Path) -> Path:
+    """``chunks`` (anything with the buffer protocol, such as a pyarrow Buffer) one after another, each one
+    write, published whole (`publish`): never a torn file. A chunk is written while the next is made (the
+    write releases the GIL), so at most two are held at once."""
+
+    def write(staging: Path) -> None:
+        with staging.open("wb") as handle, ThreadPoolExecutor(1) as writer:
+            writing = None
+            for chunk in chunks:
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(handle.write, chunk)
+            if writing is not None:
+                writing.result()
+
+    return publish(path, write)
 
 
 def write_jsonl(records: Iterable[dict], path: str | Path) -> Path:

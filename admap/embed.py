@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 KEY_BYTES = 16
 MIN_AGREEMENT_SAMPLE = 100
+# The CPU's default batch: about 32k tokens of English text, clamped to [MIN_CPU_BATCH, MAX_CPU_BATCH] texts.
+CPU_BATCH_CHARACTERS = 131_072
+MIN_CPU_BATCH, MAX_CPU_BATCH = 16, 256
 
 
 @dataclass
@@ -97,9 +100,20 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def default_batch_size(device: str) -> int:
-    # Small batches on the CPU waste less on padding and stay in cache.
-    return 128 if pick_device(device).startswith("cuda") else 16
+def default_batch_size(device: str, texts: Sequence[str] = ()) -> int:
+    """Texts per batch: 128 on CUDA; on the CPU, as many of ``texts``' median length as make about
+    `CPU_BATCH_CHARACTERS`, within [16, 256] (16 without texts).
+
+    The stage sorts texts by length, so a batch pads little however large it is, while each batch costs a
+    fixed overhead (every operator's thread synchronisation, which grows when other processes share the
+    cores): on 2 shared cores, batches of about 100 UltraFeedback-length texts (~250 tokens) encoded
+    1.5-2x faster than batches of 16, and batches of 256 short ones (~64 tokens) faster than 16 as well."""
+    if pick_device(device).startswith("cuda"):
+        return 128
+    if not len(texts):
+        return MIN_CPU_BATCH
+    median = max(float(np.median([len(t) for t in texts])), 1.0)
+    return int(np.clip(CPU_BATCH_CHARACTERS // median, MIN_CPU_BATCH, MAX_CPU_BATCH))
 
 
 def encode_unique(

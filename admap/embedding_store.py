@@ -467,7 +467,7 @@ def stored_embeddings(
         # The engine is released before the block: reading the store back needs no cluster.
         with ENGINES.get(options.engine).from_options(options, device=device) as engine:
             spec = options.spec(model, engine.encoding_device)
-            batch_size = batch_size or default_batch_size(engine.encoding_device)
+            batch_size = batch_size or default_batch_size(engine.encoding_device, uniques)
             report = EmbeddingReport(
                 model=spec.model,
                 precision=spec.precision,

@@ -15,6 +15,8 @@ a text, the text takes the last rating given to it (`distinct_texts`), as the au
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,10 @@ from admap.datamap import id_run_starts, instruction_codes
 
 PAIR_RULES = ("annotated", "best_vs_random", "alignment_score")
 PAIR_COLUMNS = ["instruction_id", "chosen_id", "rejected_id"]
+# What `preference_pairs` reads of the responses.
+PAIR_INPUT_COLUMNS = ["instruction_id", "response_id", "rating", "alignment_score", "same_text_as"]
+# Pairs per chunk of `trl_jsonl`: tens of megabytes of JSON at UltraFeedback's lengths, one write each.
+JSONL_CHUNK_PAIRS = 1 << 16
 
 
 def random_instruction_ids(instruction_ids: np.ndarray, size: int, *, seed: int = 42) -> np.ndarray:
@@ -157,7 +163,8 @@ def preference_pairs(
         raise ValueError(f"rule must be one of {PAIR_RULES}, got {rule!r}")
     if rule == "annotated" and annotated is not None and not annotated.empty:
         return annotated[PAIR_COLUMNS].reset_index(drop=True)
-    responses = distinct_texts(responses)
+    # Only the columns pairs are made from: filtering the whole table would copy every text.
+    responses = distinct_texts(responses[[c for c in PAIR_INPUT_COLUMNS if c in responses.columns]])
     if rule == "annotated":
         if not responses["rating"].notna().any():
             raise ValueError(
@@ -192,3 +199,172 @@ def trl_records(pairs: pd.DataFrame, instructions: pd.DataFrame, responses: pd.D
             ids.itertuples(index=False), prompts.tolist(), chosen.tolist(), rejected.tolist()
         )
     ]
+
+
+# `json.dumps(value, ensure_ascii=False)` builds this same encoder on every call; one instance encodes alike.
+_encode_json = json.JSONEncoder(ensure_ascii=False).encode
+# What json.dumps(text, ensure_ascii=False) writes after a backslash for each byte it escapes: '"', '\' and the
+# control characters. In UTF-8 these bytes are ASCII and never part of another character's bytes, so a text is
+# escaped byte by byte. Each escape is the byte itself, replaced by the backslash, and up to 5 bytes inserted after it.
+_ESCAPE_AFTER_BACKSLASH = {
+    byte: {ord('"'): '"', ord("\\"): "\\", 8: "b", 9: "t", 10: "n", 12: "f", 13: "r"}.get(byte, f"u{byte:04x}")
+    for byte in [*range(0x20), ord('"'), ord("\\")]
+}
+_INSERTED_LENGTH = np.zeros(256, dtype=np.int64)
+_INSERTED = np.zeros((256, 5), dtype=np.uint8)
+for _byte, _escape in _ESCAPE_AFTER_BACKSLASH.items():
+    _INSERTED_LENGTH[_byte] = len(_escape)
+    _INSERTED[_byte, : len(_escape)] = list(_escape.encode())
+
+
+def _escaped_utf8(texts: pa.LargeStringArray) -> pa.LargeStringArray:
+    """Each text (no nulls) with the bytes JSON escapes escaped, as json.dumps writes it between the quotes."""
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    offsets = offsets - offsets[0]
+    # Three comparisons over the bytes are faster than a lookup table indexed by each of them.
+    escaped = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\")))
+    if not len(escaped):
+        return texts
+    lengths = _INSERTED_LENGTH[data[escaped]]
+    inserted = _INSERTED[data[escaped]][np.arange(_INSERTED.shape[1]) < lengths[:, None]]  # row by row: in order
+    after = np.repeat(escaped + 1, lengths)
+    # Bytes inserted after a text's last byte sit at the next text's start offset and belong to the text before.
+    offsets = offsets + np.searchsorted(after, offsets, side="right")
+    data = np.insert(data, after, inserted)
+    data[escaped + np.cumsum(lengths) - lengths] = ord("\\")  # each escaped byte, moved by the bytes inserted before it
+    return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _escaped_texts(texts: pd.Series) -> list[pa.LargeStringArray]:
+    """The texts (strings, none missing) as JSON strings without their quotes, in the column's own chunks:
+    a column read from Parquet is escaped where it lies, not first copied into one array."""
+    column = pa.array(texts, type=pa.large_string())  # chunked when the column is Arrow's
+    return [_escaped_utf8(chunk) for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])]
+
+
+def _json_ids(ids: pd.Series) -> list[pa.LargeStringArray]:
+    """Each id as `json.dumps(id, ensure_ascii=False)` writes it: a string, or a number."""
+    if pd.api.types.infer_dtype(ids, skipna=False) == "string":
+        quote, nothing = pa.scalar('"', type=pa.large_string()), pa.scalar("", type=pa.large_string())
+        return [pc.binary_join_element_wise(quote, chunk, quote, nothing) for chunk in _escaped_texts(ids)]
+    return [pa.array([_encode_json(value) for value in ids.tolist()], type=pa.large_string())]
+
+
+# The JSON between a record's values and after the last: the texts' quotes and message lists lie here, so that
+# a response's piece is its escaped text alone, shared by both the records that choose and that reject it.
+_ASSISTANT = '[{"role": "assistant", "content": "'
+_BETWEEN_VALUES = (
+    '{"prompt": ',
+    ', "chosen": ' + _ASSISTANT,
+    '"}], "rejected": ' + _ASSISTANT,
+    '"}], "instruction_id": ',
+    ', "chosen_id": ',
+    ', "rejected_id": ',
+    "}\n",
+)
+
+
+@dataclass(frozen=True)
+class TrlFragments:
+    """Every piece of JSON that `trl_jsonl` joins into records, in one array, each encoded once however many
+    pairs, and pair files, use it: `_BETWEEN_VALUES`; every instruction's prompt (its message list), in the
+    order of ``instruction_ids``; every instruction's id; every response's escaped text, in the order of
+    ``response_ids``; every response's id. Build with `trl_fragments`."""
+
+    instruction_ids: pd.Index
+    response_ids: pd.Index
+    pieces: pa.LargeStringArray
+    without_text: np.ndarray  # per response: its text is missing (no pair may name it)
+
+    def start_of(self, kind: str) -> int:
+        """Where the pieces of ``kind`` (``prompts``, ``instruction_ids``, ``texts``, ``response_ids``) start."""
+        n_instructions, n_responses = len(self.instruction_ids), len(self.response_ids)
+        starts = np.cumsum([len(_BETWEEN_VALUES), n_instructions, n_instructions, n_responses])
+        return int(starts[("prompts", "instruction_ids", "texts", "response_ids").index(kind)])
+
+
+def _rows_of(ids: pd.Series, index: pd.Index, what: str) -> np.ndarray:
+    """The position in ``index`` (unique) of each of ``ids``; an id it lacks is an error."""
+    positions = index.get_indexer(ids)
+    if (positions < 0).any():
+        missing = ids[positions < 0].unique()[:5].tolist()
+        raise ValueError(f"pairs name {what} that the tables do not hold (first: {missing})")
+    return positions
+
+
+def trl_fragments(instructions: pd.DataFrame, responses: pd.DataFrame) -> TrlFragments:
+    """The fragments of every instruction (``instruction_id``, ``prompt_messages``) and every response
+    (``response_id``, ``response``: strings): a map run's pairs files together name nearly all of them."""
+    texts = responses["response"]
+    without_text = texts.isna().to_numpy()
+    # The prompt as trl_records writes it: parsed and encoded again, whatever spacing the table's JSON has.
+    prompts = [_encode_json(json.loads(messages)) for messages in instructions["prompt_messages"].tolist()]
+    pieces = [
+        pa.array(_BETWEEN_VALUES, type=pa.large_string()),
+        pa.array(prompts, type=pa.large_string()),
+        *_json_ids(instructions["instruction_id"]),
+        # A missing text's placeholder is never written: `locate_pairs` refuses the pairs that name it.
+        *_escaped_texts(texts.fillna("") if without_text.any() else texts),
+        *_json_ids(responses["response_id"]),
+    ]
+    return TrlFragments(
+        instruction_ids=pd.Index(instructions["instruction_id"]),
+        response_ids=pd.Index(responses["response_id"]),
+        pieces=pa.concat_arrays(pieces),
+        without_text=without_text,
+    )
+
+
+def locate_pairs(pairs: pd.DataFrame, fragments: TrlFragments) -> pd.DataFrame:
+    """``pairs`` (`PAIR_COLUMNS`) with the row in ``fragments`` of each one's instruction (``instruction_row``)
+    and responses (``chosen_row``, ``rejected_row``): looked up once for the pairs of every subset written."""
+    located = pairs[PAIR_COLUMNS].assign(
+        instruction_row=_rows_of(pairs["instruction_id"], fragments.instruction_ids, "instructions"),
+        chosen_row=_rows_of(pairs["chosen_id"], fragments.response_ids, "responses"),
+        rejected_row=_rows_of(pairs["rejected_id"], fragments.response_ids, "responses"),
+    )
+    named = np.concatenate([located["chosen_row"].to_numpy(), located["rejected_row"].to_numpy()])
+    if fragments.without_text[named].any():  # json.dumps would write NaN, which JSON readers (TRL's) refuse
+        missing = fragments.response_ids[named[fragments.without_text[named]]].unique()[:5].tolist()
+        raise ValueError(f"pairs name responses without text (first: {missing})")
+    return located
+
+
+def trl_jsonl(
+    located_pairs: pd.DataFrame, fragments: TrlFragments, *, chunk_pairs: int = JSONL_CHUNK_PAIRS
+) -> Iterator[pa.Buffer]:
+    """`trl_records`'s records of the pairs as JSON lines, in chunks of up to ``chunk_pairs`` lines: the bytes
+    that ``json.dumps(record, ensure_ascii=False) + "\\n"`` gives each record, UTF-8 encoded.
+    ``located_pairs`` are pairs as `locate_pairs` gives them for ``fragments`` (`trl_fragments`), or any of
+    their rows.
+
+    Columnar: no record is built as a dict. A record is 13 pieces (the JSON before each of its 6 values, the
+    value, and its end), so a chunk is one pyarrow ``take`` whose text is the chunk's lines back to back.
+    """
+    instruction_rows, chosen_rows, rejected_rows = (
+        located_pairs[column].to_numpy() for column in ("instruction_row", "chosen_row", "rejected_row")
+    )
+    # The row in ``fragments.pieces`` of each record's values, in record order.
+    values = np.stack(
+        [
+            fragments.start_of("prompts") + instruction_rows,
+            fragments.start_of("texts") + chosen_rows,
+            fragments.start_of("texts") + rejected_rows,
+            fragments.start_of("instruction_ids") + instruction_rows,
+            fragments.start_of("response_ids") + chosen_rows,
+            fragments.start_of("response_ids") + rejected_rows,
+        ],
+        axis=1,
+    )
+    n_values = values.shape[1]
+    for start in range(0, len(located_pairs), chunk_pairs):
+        chunk = values[start : start + chunk_pairs]
+        order = np.empty((len(chunk), 2 * n_values + 1), dtype=np.int64)
+        order[:, 0:-1:2] = np.arange(n_values)  # the JSON before each value
+        order[:, 1:-1:2] = chunk
+        order[:, -1] = n_values  # the record's end
+        lines = fragments.pieces.take(order.ravel())
+        # A fresh array without nulls: its data from the first offset to the last is the lines, back to back.
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)
+        yield lines.buffers()[2][offsets[0] : offsets[len(lines)]]

@@ -84,6 +84,26 @@ def shorten(text: str | None, limit: int | None) -> str | None:
     return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
 
 
+def text_lengths(values: pd.Series) -> np.ndarray:
+    """The length of each string in ``values`` (other values skipped); an Arrow text column is measured
+    in Arrow, without a Python string per text."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.str.len().dropna().to_numpy(dtype=np.int64)
+    return np.fromiter((len(t) for t in values if isinstance(t, str)), dtype=np.int64)
+
+
+def shortened(values: pd.Series, limit: int | None) -> list[str | None]:
+    """`shorten` of each of `strings` (``values``); an Arrow text column is cut in Arrow first, so that
+    only the shortened texts become Python strings."""
+    if limit is None or not isinstance(values.dtype, pd.StringDtype):
+        return [shorten(t, limit) for t in strings(values)]
+    heads = values.str.slice(0, limit)
+    return [
+        None if is_missing(head) else head if length <= limit else f"{head}… [{int(length) - limit:,} more characters]"
+        for head, length in zip(heads, values.str.len())
+    ]
+
+
 def numbers(values) -> list[float | None]:
     """Floats rounded to 6 significant digits (a smaller page, the same picture); NaN and None as null."""
     return [float(f"{v:.6g}") if math.isfinite(v) else None for v in pd.Series(values, dtype="float64").tolist()]
@@ -182,8 +202,10 @@ def group_responses(ids: Sequence[str], responses: pd.DataFrame) -> tuple[pd.Dat
     instruction's first row: instruction ``i`` owns rows ``start[i]`` to ``start[i + 1]``."""
     position = pd.Series(np.arange(len(ids)), index=pd.Index(ids))
     codes = responses["instruction_id"].map(position)
-    kept = responses.assign(_position=codes).dropna(subset=["_position"])
-    kept = kept.sort_values("_position", kind="mergesort").reset_index(drop=True)
+    kept = responses.assign(_position=codes)
+    if not (codes.notna().all() and codes.is_monotonic_increasing):  # else sorting would copy every text as it is
+        kept = kept.dropna(subset=["_position"]).sort_values("_position", kind="mergesort")
+    kept = kept.reset_index(drop=True)
     counts = np.bincount(kept["_position"].astype(np.int64), minlength=len(ids))
     return kept, [0, *np.cumsum(counts).tolist()]
 
@@ -253,7 +275,9 @@ def build_payload(
     ids = table["instruction_id"].astype(str).tolist()
     grouped, start = group_responses(ids, responses)
     proxies = table["proxy_response"] if "proxy_response" in table.columns else pd.Series([None] * len(table))
-    lengths = [len(t) for t in (*table["instruction"], *proxies.dropna(), *grouped["response"]) if isinstance(t, str)]
+    lengths = np.concatenate(
+        [text_lengths(table["instruction"]), text_lengths(proxies), text_lengths(grouped["response"])]
+    )
     limit = text_limit(lengths, text_budget)
     thresholds = summary.get("thresholds", {})
     mapped = table["is_mapped"].astype(bool)
@@ -272,27 +296,27 @@ def build_payload(
             "responses": int(len(grouped)),
             "seed": seed if len(table) < len(map_table) else None,
             "text_limit": limit,
-            "texts_shortened": int(sum(n > limit for n in lengths)) if limit is not None else 0,
+            "texts_shortened": int((lengths > limit).sum()) if limit is not None else 0,
             "created": summary.get("created"),
             "admap_version": __version__,
             "diagnosed": suspects is not None,
         },
         "instructions": {
             "id": ids,
-            "text": [shorten(t, limit) for t in strings(table["instruction"])],
+            "text": shortened(table["instruction"], limit),
             "x": numbers(table["score_variance"].where(mapped)),
             "y": numbers(table["mean_score"].where(mapped)),
             "std": numbers(table["score_std"]),
             "region": strings(table["region"]),
             "n_responses": table["n_responses"].astype(int).tolist(),
             "mean_rating": numbers(table["mean_rating"]),
-            "proxy": [shorten(t, limit) for t in strings(proxies)],
+            "proxy": shortened(proxies, limit),
             "unmapped_reason": strings(table["unmapped_reason"]),
         },
         "responses": {
             "start": start,
             "id": grouped["response_id"].astype(str).tolist(),
-            "text": [shorten(t, limit) for t in strings(grouped["response"])],
+            "text": shortened(grouped["response"], limit),
             "model": strings(grouped["model"]),
             "score": numbers(grouped["alignment_score"]),
             "rating": numbers(grouped["rating"]),

@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 
 from admap.cli import main
-from admap.commands.bench import TARGETS, bench_table, targets_met
+from admap.commands.bench import TARGETS, bench_table, targets, targets_met
+from admap.embed import EmbeddingOptions, default_batch_size
 from admap.inputs import InputOptions
+from admap.score.reference import ReferenceScorer
 from admap.timing.embedding import encoder_flops, per_pair_loop, plain_encode_scores, with_stand_in_proxies
+from admap.timing.goals import rows_of
+from admap.timing.ultrafeedback_shaped import RESPONSES_PER_INSTRUCTION, sentences_of, ultrafeedback_shaped
+
+HH_RLHF_TEST_FILE = "tests/data/hh_rlhf/harmless-base-test.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def hh_sentences():
+    data = InputOptions(dataset=HH_RLHF_TEST_FILE, skip_invalid=True).read(progress=False)
+    return sentences_of([*data.instructions["instruction"], *data.responses["response"]])
 
 
 def test_targets_are_checked_in_the_right_direction():
@@ -29,6 +41,36 @@ def test_targets_are_checked_in_the_right_direction():
         "map_peak_rss_gb": False,
     }
     assert {name for name, _, _ in TARGETS} == set(record)
+    # On UltraFeedback's shape the paper's loop re-encodes each proxy 4 times: the bar is 12x, not 4x.
+    assert dict((name, bound) for name, _, bound in targets("ultrafeedback"))["speedup_vs_paper_loop"] == 12
+    assert not targets_met({"shape": "ultrafeedback", "speedup_vs_paper_loop": 11.9})["speedup_vs_paper_loop"]
+    assert targets_met({"shape": "ultrafeedback", "speedup_vs_paper_loop": 12.1})["speedup_vs_paper_loop"]
+
+
+def test_ultrafeedback_shaped_set_has_ultrafeedback_counts_and_lengths(hh_sentences):
+    instructions, responses = ultrafeedback_shaped(hh_sentences, 300, seed=0)
+    assert len(instructions) == 300 and instructions["instruction_id"].is_unique
+    assert (responses.groupby("instruction_id").size() == RESPONSES_PER_INSTRUCTION).all()
+    assert set(responses["instruction_id"]) == set(instructions["instruction_id"])
+    assert responses["response_id"].is_unique and responses["response"].is_unique
+    assert instructions["proxy_response"].notna().all()
+    instruction_chars = instructions["instruction"].str.len()
+    completion_chars = responses["response"].str.len()
+    # UltraFeedback: instructions of a few hundred characters, completions of about 1,000-1,500.
+    assert 200 <= instruction_chars.median() <= 450
+    assert 900 <= completion_chars.quantile(0.25) and completion_chars.quantile(0.75) <= 1600
+    assert 1000 <= completion_chars.median() <= 1500
+    assert instructions["proxy_response"].str.len().median() >= completion_chars.median()
+    again, again_responses = ultrafeedback_shaped(hh_sentences, 300, seed=0)
+    assert again.equals(instructions) and again_responses.equals(responses)
+    other = ultrafeedback_shaped(hh_sentences, 300, seed=1)[1]
+    assert not other["response"].equals(responses["response"])
+
+
+def test_cpu_batches_grow_as_texts_shorten():
+    assert default_batch_size("cpu") == 16
+    long_texts, short_texts = ["x" * 1300] * 10, ["x" * 100] * 10
+    assert 64 <= default_batch_size("cpu", long_texts) < default_batch_size("cpu", short_texts) == 256
 
 
 def test_stand_in_proxies_are_the_last_user_turn():
@@ -71,3 +113,34 @@ def test_bench_command_reports_every_target(tmp_path):
     assert large["stage_peak_bytes"] < 1.25 * small["stage_peak_bytes"]
     assert (out / "bench.md").read_text().strip() == bench_table(record)
     assert "admap bench --instructions 12" in record["command"]
+
+
+@pytest.mark.slow
+def test_fp32_scores_equal_the_paper_loop_on_ultrafeedback_shape(minilm, hh_sentences):
+    instructions, responses = ultrafeedback_shaped(hh_sentences, 3, seed=0)
+    scorer = ReferenceScorer(device="cpu", options=EmbeddingOptions(embed_precision="fp32", embedding_cache=False))
+    ours = scorer.score(instructions, responses)
+    assert scorer.embedding_report.precision == "fp32"
+    np.testing.assert_allclose(ours, per_pair_loop(minilm, instructions, responses), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bench_on_ultrafeedback_shape_reports_ratio_spearman_and_peak_share(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", HH_RLHF_TEST_FILE, "--skip-invalid", "--shape", "ultrafeedback", "--instructions", "4"]
+    argv += ["--paper-loop-instructions", "2", "--repeats", "1", "--map-instructions", "0"]
+    assert main([*argv, "--memory-instructions", "0", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "bench.json").read_text())
+    assert record["shape"] == "ultrafeedback"
+    assert (record["instructions"], record["responses"], record["distinct_texts"]) == (4, 16, 20)
+    # The loop ran on 2 of the 4 instructions and its time was scaled to all of them.
+    assert record["paper_loop_responses"] == 8 and 1 < record["paper_loop_scale"] < 4
+    assert record["speedup_vs_paper_loop"] > 0 and -1 <= record["spearman_vs_fp32"] <= 1
+    assert 0 < record["admap_fraction_of_matmul_peak"] < 1 and record["precision"] in record["matmul_flops"]
+    assert "map_seconds" not in record and "embedding_memory" not in record
+    table = (out / "bench.md").read_text()
+    assert "UltraFeedback-shaped" in table and "the paper's per-pair loop" in table and "≥ 12" in table
+    assert f"fraction of the {record['precision']} matmul peak" in table
+    rows = rows_of(record, command="admap bench")
+    assert [row["met"] for row in rows][2] is None
+    assert all(set(row) == {"goal", "target", "measured", "peer", "met", "command"} for row in rows)

@@ -23,7 +23,7 @@ import pandas as pd
 from admap import view
 from admap.commands import Command
 from admap.commands.proxy import fill_proxies, write_proxies
-from admap.commands.select import write_subset_pairs
+from admap.commands.select import write_subsets_pairs
 from admap.config import Registered, option, registered, to_dict
 from admap.datamap import (
     REGION_METHODS,
@@ -40,6 +40,7 @@ from admap.generate.options import GeneratorOptions
 from admap.hub import PushWhenWritten
 from admap.inputs import InputOptions
 from admap.load import PreferenceData
+from admap.memory import release_freed_memory
 from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.plot import map_titles, plot_map
 from admap.provenance import provenance
@@ -72,7 +73,8 @@ class MapConfig:
         "scorers that embed (reference, learned): sentence-transformers model (the paper: all-mpnet-base-v2)",
     )
     embed_batch_size: int | None = option(
-        None, "texts per embedding batch (default: 16 on CPU, 128 on CUDA; learned lm_hidden: 8 and 32)"
+        None,
+        "texts per embedding batch (default: by text length on CPU, 16-256; 128 on CUDA; learned lm_hidden: 8 and 32)",
     )
     embedding: EmbeddingOptions = option(
         EmbeddingOptions(), "scorers that embed: precision, chunking, the embedding cache and the engine"
@@ -242,6 +244,7 @@ def _run_map(
 
     with timings.step("load"):
         data = config.input.read(progress=progress) if data is None else data
+        release_freed_memory()  # what parsing freed, before the stages that hold the tables
     scorer = config.build_scorer(progress=progress)
     instructions, generation_stats = data.instructions, None
     if scorer.needs_proxy:
@@ -268,6 +271,7 @@ def _run_map(
             instructions, responses, preferences=data.preferences if data.has_preferences else None
         )
         write_scorer_tables(scorer, run_dir)
+        release_freed_memory()  # the scorer's texts and vectors
 
     with timings.step("map"):
         length_debias = None
@@ -282,22 +286,21 @@ def _run_map(
         if config.length_debias:
             length_debias = {**fit.to_dict(), **region_moves(raw_map["region"], map_table["region"])}
             map_table["region_before_debias"] = raw_map["region"].to_numpy()
-        responses = responses.merge(map_table[["instruction_id", "region"]], on="instruction_id", how="left")
+        # A column looked up, not a merge: a merge copies every column, the texts included.
+        responses["region"] = responses["instruction_id"].map(map_table.set_index("instruction_id")["region"])
 
     with timings.step("select"):
         pairs = preference_pairs(responses, rule=config.pair_rule, annotated=data.preferences, seed=config.seed)
         inputs = SelectionInputs(map_table, responses, pairs, config.scorer)
-        subset_counts = {
-            name: write_subset_pairs(
-                pairs,
-                map_table,
-                responses,
-                map_subset_ids(inputs, name, seed=config.seed),
-                path=run_dir / "pairs" / f"{name}.jsonl",
-            )
-            for name in MAP_STRATEGIES
-        }
+        subset_counts = write_subsets_pairs(
+            pairs,
+            map_table,
+            responses,
+            {name: map_subset_ids(inputs, name, seed=config.seed) for name in MAP_STRATEGIES},
+            folder=run_dir / "pairs",
+        )
 
+    release_freed_memory()  # the pairs' buffers, before the writes and the figures
     responses.to_parquet(run_dir / "scores.parquet", index=False)
     map_table.to_parquet(run_dir / "map.parquet", index=False)
     if data.has_preferences:

@@ -18,11 +18,20 @@ import pandas as pd
 from admap import curate
 from admap.commands import Command
 from admap.config import option, to_dict
-from admap.durable import publish, write_jsonl
+from admap.durable import publish, write_bytes
 from admap.hub import PushWhenWritten
 from admap.provenance import provenance
 from admap.run_folder import Diagnosis, MapRun
-from admap.select import PAIR_COLUMNS, PAIR_RULES, preference_pairs, rows_of_instructions, trl_records
+from admap.select import (
+    PAIR_COLUMNS,
+    PAIR_RULES,
+    TrlFragments,
+    locate_pairs,
+    preference_pairs,
+    rows_of_instructions,
+    trl_fragments,
+    trl_jsonl,
+)
 from admap_baselines import STRATEGIES, SelectionInputs, SelectionOptions
 
 logger = logging.getLogger(__name__)
@@ -146,13 +155,33 @@ def summary_path(out: Path) -> Path:
 
 
 def write_subset_pairs(
-    pairs: pd.DataFrame, map_table: pd.DataFrame, responses: pd.DataFrame, ids: np.ndarray, *, path: Path
+    located_pairs: pd.DataFrame, fragments: TrlFragments, ids: np.ndarray, *, path: Path
 ) -> dict[str, int]:
-    """Write the pairs of the instructions ``ids`` as TRL records; returns the counts."""
-    subset_pairs = rows_of_instructions(pairs, ids)
-    write_jsonl(trl_records(subset_pairs, map_table, responses), path)
+    """Write the pairs (`locate_pairs`'s for ``fragments``) of the instructions ``ids`` as TRL records;
+    returns the counts."""
+    subset_pairs = rows_of_instructions(located_pairs, ids)
+    write_bytes(trl_jsonl(subset_pairs, fragments), path)
     logger.info("%s: %d pairs from %d instructions", path, len(subset_pairs), len(ids))
     return {"instructions": int(len(ids)), "pairs": int(len(subset_pairs))}
+
+
+def write_subsets_pairs(
+    pairs: pd.DataFrame,
+    map_table: pd.DataFrame,
+    responses: pd.DataFrame,
+    subsets: dict[str, np.ndarray],
+    *,
+    folder: Path,
+) -> dict[str, dict[str, int]]:
+    """Write ``folder/<name>.jsonl`` for each subset (its name to its instruction ids): the pairs of its
+    instructions as TRL records; returns each one's counts. Texts are encoded, and pairs located, once for
+    all the files."""
+    fragments = trl_fragments(map_table, responses)
+    located_pairs = locate_pairs(pairs, fragments)
+    return {
+        name: write_subset_pairs(located_pairs, fragments, ids, path=folder / f"{name}.jsonl")
+        for name, ids in subsets.items()
+    }
 
 
 def id_file_record(id_file: curate.IdFile, match: curate.IdMatch) -> dict:
@@ -290,7 +319,8 @@ def run_select(config: SelectConfig, *, progress: bool = True, command: str | No
         "drop_suspects": suspects_record(config, diagnosis, pool, ids) if diagnosis is not None else None,
     }
     with run.writing(out):
-        write_jsonl(trl_records(subset_pairs, map_table, responses), out)
+        fragments = trl_fragments(map_table, responses)
+        write_bytes(trl_jsonl(locate_pairs(subset_pairs, fragments), fragments), out)
         text = json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n"
         publish(summary_path(out), lambda staging: staging.write_text(text, encoding="utf-8"))
     logger.info("%s: %d pairs from %d instructions (summary: %s)", out, len(subset_pairs), len(ids), summary_path(out))

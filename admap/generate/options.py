@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from admap.config import option
+from admap.config import Registered, option, registered
 from admap.generate.base import GENERATORS, PROXY_SYSTEM_PROMPT
 from admap.models import DEFAULT_GENERATOR_MODEL
 
@@ -15,7 +15,9 @@ DEFAULT_API_MODEL = "gpt-4o-2024-11-20"
 @dataclass
 class GeneratorOptions:
     generator: str = option(
-        "transformers", "transformers (local model), openai (any OpenAI-compatible endpoint), vllm, or none"
+        "transformers",
+        "transformers (local model), llama_cpp (GGUF files through llama.cpp), openai (any OpenAI-compatible "
+        "endpoint), vllm, or none",
     )
     generator_model: str | None = option(
         None,
@@ -45,6 +47,8 @@ class GeneratorOptions:
     batch_api: bool = option(False, "API: use the OpenAI Batch API (half price, hours); resumable by batch id")
     cache: bool = option(True, "keep replies in the content-addressed cache and reuse them")
     cache_dir: str | None = option(None, "cache folder (default: $ADMAP_CACHE/generations or ~/.cache/admap/...)")
+    # A generator's own settings (llama_cpp's threads) sit under its name: --llama-cpp-threads, llama_cpp: {...}.
+    generator_options: Registered = registered(GENERATORS, selector="generator", help="each generator's own settings")
 
     def __post_init__(self) -> None:
         if self.generator != "none":

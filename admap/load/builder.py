@@ -23,13 +23,18 @@ the authors' code (a dict keyed by response text); each disagreement is counted.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import re
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from admap.errors import InputError, RowError, SkippedRow
 from admap.load.schema import (
@@ -44,17 +49,41 @@ from admap.load.schema import (
 )
 
 SKIP_HINT = " (pass --skip-invalid to list such rows in summary.json and go on)"
+# Response texts wait as Python strings until this many are read, then go into one Arrow chunk.
+TEXT_CHUNK = 8192
 
 
-@dataclass(slots=True)
-class _Response:
-    text: str
-    model: str | None
-    rating: float
-    aspect_ratings: dict[str, float]
-    source_row: int
-    source_field: str
-    same_text_as: int | None = None  # position of the first response of the instruction with this text
+def text_digest(text: str) -> bytes:
+    """What the builder compares texts by: 16 bytes of BLAKE2b, so that no lookup keeps a text alive."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class TextChunks:
+    """Texts appended one at a time and held as Arrow ``large_string`` chunks: their bytes, without a
+    Python object per text, once a chunk is full."""
+
+    def __init__(self, chunk_size: int | None = None):
+        self.chunk_size = chunk_size or TEXT_CHUNK
+        self.chunks: list[pa.Array] = []
+        self.pending: list[str] = []
+
+    def append(self, text: str) -> None:
+        self.pending.append(text)
+        if len(self.pending) >= self.chunk_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.chunks.append(pa.array(self.pending, type=pa.large_string()))
+            self.pending = []
+
+    def column(self) -> pa.ChunkedArray:
+        self._flush()
+        return pa.chunked_array(self.chunks, type=pa.large_string())
+
+
+# The digests of an instruction that takes no more responses: none, and none can be added.
+_NO_TEXTS = MappingProxyType({})
 
 
 @dataclass(eq=False, slots=True)
@@ -65,16 +94,11 @@ class _Instruction:
     proxy_response: str | None
     source: str | None
     source_row: int
-    responses: list[_Response] = field(default_factory=list)
-    first_with_text: dict[str, int] = field(default_factory=dict)
-    pair_rows: dict[tuple[str, str], int] = field(default_factory=dict)  # (chosen, rejected) text -> row
+    # Each response is a position in the builder's columns; texts are known by their digests.
+    responses: list[int] = field(default_factory=list)
+    first_with_text: dict[bytes, int] = field(default_factory=dict)  # text digest -> its first response
+    pair_rows: dict[tuple[bytes, bytes], int] = field(default_factory=dict)  # (chosen, rejected) digest -> row
     merged_into: _Instruction | None = None
-
-    def add(self, response: _Response) -> None:
-        position = len(self.responses)
-        first = self.first_with_text.setdefault(response.text, position)
-        response.same_text_as = None if first == position else first
-        self.responses.append(response)
 
     def root(self) -> _Instruction:
         instruction = self
@@ -84,7 +108,13 @@ class _Instruction:
 
 
 class Builder:
-    """Takes parsed rows one at a time (`add`), or their errors (`reject`); `finish` gives the tables."""
+    """Takes parsed rows one at a time (`add`), or their errors (`reject`); `finish` gives the tables.
+
+    Responses are kept in columns, one entry per response in the order they were read (texts as Arrow
+    chunks, numbers in typed arrays, labels as lists of shared strings); an instruction holds its
+    responses' positions. Repeats are found by digests, and an instruction that takes no more responses
+    drops its digests, so the memory held is the texts' bytes, a few numbers per response and the
+    per-instruction records."""
 
     def __init__(
         self,
@@ -99,10 +129,21 @@ class Builder:
         self.group_by, self.drop_empty = group_by, drop_empty
         self.instructions: list[_Instruction] = []
         self.live: dict[str, list[_Instruction]] = defaultdict(list)  # prompt key -> instructions not merged away
-        self.seen_rows: dict[tuple, int] = {}
-        self.pairs: list[tuple[_Instruction, str, str, int]] = []
+        self.seen_rows: dict[bytes, int] = {}  # digest of a row's content -> the row
+        self.pairs: list[tuple[_Instruction, bytes, bytes, int]] = []
         self.skipped: list[SkippedRow] = []
         self.tally = LoadTally()
+        # The response columns.
+        self.texts = TextChunks()
+        self.models: list[str | None] = []
+        # Numbers in typed arrays: 8 bytes each, not a Python object each.
+        self.ratings = array("d")
+        self.aspect_ratings: dict[str, array] = {}
+        self.same_text_as = array("q")  # position of the instruction's first response with this text, or -1
+        self.source_rows = array("q")
+        self.source_fields: list[str] = []
+        # One string object per distinct label: models and fields repeat on every row.
+        self.labels: dict[str, str] = {}
 
     # ------------------------------------------------------------------ errors and listings
 
@@ -145,17 +186,20 @@ class Builder:
         if instruction.proxy_response is None:
             instruction.proxy_response = parsed.proxy_response
         for response in self._kept_responses(row, parsed):
-            first = instruction.first_with_text.get(response.text)
+            digest = text_digest(response.text)
+            first = instruction.first_with_text.get(digest)
             if first is not None:
-                self._count_conflict(instruction.responses[first].rating, response.rating)
-            instruction.add(self._response(row, response))
+                self._count_conflict(self.ratings[first], response.rating)
+            self._attach(instruction, self._response(row, response), digest)
+        if not merge:  # a completions row is a whole instruction: no later row adds to it
+            instruction.first_with_text = _NO_TEXTS
 
     def _add_pair(self, row: int, key: str, parsed: ParsedRow) -> None:
         bad = next((r.error for r in parsed.responses if r.error), None)
         if bad is not None:
             self.reject(row, bad)
             return
-        chosen, rejected = (r.text for r in parsed.responses)
+        chosen, rejected = (text_digest(r.text) for r in parsed.responses)
         live = self.live[key]
         if self.group_by == "prompt":
             owners = live[:1]
@@ -177,12 +221,13 @@ class Builder:
             instruction.proxy_response = parsed.proxy_response
         kept = self._kept_responses(row, parsed)
         for response in kept:
-            first = instruction.first_with_text.get(response.text)
+            digest = text_digest(response.text)
+            first = instruction.first_with_text.get(digest)
             if first is None:
-                instruction.add(self._response(row, response))
+                self._attach(instruction, self._response(row, response), digest)
             else:
                 self.tally.responses_merged += 1
-                self._merge_rating(instruction.responses[first], response.rating)
+                self._merge_rating(first, response.rating)
         if len(kept) < 2:
             return
         if chosen == rejected:
@@ -214,91 +259,127 @@ class Builder:
         self.live[key].append(instruction)
         return instruction
 
+    def _attach(self, instruction: _Instruction, position: int, digest: bytes) -> None:
+        """The response at ``position`` (its text's ``digest``) becomes the instruction's next one; a text
+        it already has is marked."""
+        first = instruction.first_with_text.setdefault(digest, position)
+        self.same_text_as[position] = -1 if first == position else first
+        instruction.responses.append(position)
+
     def _merge(self, into: _Instruction, other: _Instruction) -> None:
         """A pair row links two instructions of one prompt: one instruction from now on. They share no
         text (else they would be one already), so every response moves over as it is."""
-        for response in other.responses:
-            into.add(response)
+        digest_of = {first: digest for digest, first in other.first_with_text.items()}
+        for position in other.responses:
+            first = self.same_text_as[position]
+            self._attach(into, position, digest_of[position if first < 0 else first])
         into.pair_rows.update(other.pair_rows)
         other.merged_into = into
         self.live[other.prompt_key].remove(other)
 
-    @staticmethod
-    def _response(row: int, parsed: ParsedResponse) -> _Response:
-        return _Response(parsed.text, parsed.model, parsed.rating, parsed.aspect_ratings, row, parsed.field)
+    def _label(self, label: str | None) -> str | None:
+        return label if label is None else self.labels.setdefault(label, label)
+
+    def _response(self, row: int, parsed: ParsedResponse) -> int:
+        """The response appended to the columns; returns its position."""
+        position = len(self.ratings)
+        self.texts.append(parsed.text)
+        self.models.append(self._label(parsed.model))
+        self.ratings.append(parsed.rating)
+        self.same_text_as.append(-1)
+        self.source_rows.append(row)
+        self.source_fields.append(self._label(parsed.field))
+        for name, value in parsed.aspect_ratings.items():
+            column = self.aspect_ratings.get(name)
+            if column is None:  # an aspect first seen here: the responses before it have no rating of it
+                column = self.aspect_ratings[name] = array("d", [math.nan]) * position
+            column.append(value)
+        for column in self.aspect_ratings.values():
+            if len(column) == position:
+                column.append(math.nan)
+        return position
 
     def _count_conflict(self, earlier: float, later: float) -> None:
         if not (math.isnan(earlier) or math.isnan(later)) and earlier != later:
             self.tally.rating_conflicts += 1
 
-    def _merge_rating(self, response: _Response, rating: float) -> None:
+    def _merge_rating(self, position: int, rating: float) -> None:
         """A text rated again: the last rating given wins (the authors' dict keyed by text)."""
-        self._count_conflict(response.rating, rating)
+        self._count_conflict(self.ratings[position], rating)
         if not math.isnan(rating):
-            response.rating = rating
+            self.ratings[position] = rating
 
     # ------------------------------------------------------------------ tables
 
     def finish(self, format_name: str, *, row_filter: str | None = None) -> PreferenceData:
         instructions = [i for i in self.instructions if i.merged_into is None]
         ids = _instruction_ids(instructions)
-        responses, response_ids = [], {}
-        for instruction in instructions:
-            instruction_id = ids[id(instruction)]
-            names = [f"{instruction_id}-{k}" for k in range(len(instruction.responses))]
-            response_ids[id(instruction)] = names
-            for name, response in zip(names, instruction.responses):
-                record = {
-                    "instruction_id": instruction_id,
-                    "response_id": name,
-                    "response": response.text,
-                    "model": response.model,
-                    "rating": response.rating,
-                    "same_text_as": None if response.same_text_as is None else names[response.same_text_as],
-                    "source_row": response.source_row,
-                    "source_field": response.source_field,
-                }
-                record.update({f"rating_{_column_name(k)}": v for k, v in response.aspect_ratings.items()})
-                responses.append(record)
-        preferences = []
-        for instruction, chosen, rejected, row in self.pairs:
-            owner = instruction.root()
-            names = response_ids[id(owner)]
-            preferences.append(
-                {
-                    "instruction_id": ids[id(owner)],
-                    "chosen_id": names[owner.first_with_text[chosen]],
-                    "rejected_id": names[owner.first_with_text[rejected]],
-                    "source_row": row,
-                }
-            )
-        instruction_table = pd.DataFrame(
-            [
-                {
-                    "instruction_id": ids[id(i)],
-                    "instruction": i.instruction,
-                    "prompt_messages": json.dumps(i.prompt_messages, ensure_ascii=False),
-                    "proxy_response": i.proxy_response,
-                    "source": i.source,
-                    "source_row": i.source_row,
-                }
-                for i in instructions
-            ],
-            columns=INSTRUCTION_COLUMNS,
-        )
-        response_table = pd.DataFrame(responses) if responses else pd.DataFrame(columns=RESPONSE_COLUMNS)
-        response_table["rating"] = response_table["rating"].astype("float64")
-        response_table["response"] = response_table["response"].astype(object)
         return PreferenceData(
-            instructions=instruction_table,
-            responses=response_table,
-            preferences=pd.DataFrame(preferences, columns=PREFERENCE_COLUMNS),
+            instructions=pd.DataFrame(
+                {
+                    "instruction_id": [ids[id(i)] for i in instructions],
+                    "instruction": [i.instruction for i in instructions],
+                    "prompt_messages": [json.dumps(i.prompt_messages, ensure_ascii=False) for i in instructions],
+                    "proxy_response": [i.proxy_response for i in instructions],
+                    "source": [i.source for i in instructions],
+                    "source_row": [i.source_row for i in instructions],
+                },
+                columns=INSTRUCTION_COLUMNS,
+            ),
+            responses=self._response_table(instructions, ids),
+            preferences=self._preference_table(ids),
             source=self.source,
             format=format_name,
             tally=self.tally,
             skipped=self.skipped,
             row_filter=row_filter,
         )
+
+    def _response_table(self, instructions: list[_Instruction], ids: dict[int, str]) -> pd.DataFrame:
+        """The responses instruction by instruction, each instruction's in the order it took them;
+        ``response_id`` is ``<instruction_id>-<k>``. The text column stays in Arrow."""
+        if not self.ratings:
+            table = pd.DataFrame(columns=RESPONSE_COLUMNS)
+            table["rating"] = table["rating"].astype("float64")
+            return table
+        order = np.fromiter((p for i in instructions for p in i.responses), dtype=np.int64, count=len(self.ratings))
+        instruction_ids = [ids[id(i)] for i in instructions for _ in i.responses]
+        response_ids = [f"{ids[id(i)]}-{k}" for i in instructions for k in range(len(i.responses))]
+        id_at = np.empty(len(order), dtype=object)
+        id_at[order] = response_ids
+        texts = self.texts.column()
+        if not np.array_equal(order, np.arange(len(order))):  # merged instructions: their responses moved
+            texts = texts.take(order)
+        same_text_as = [None if first < 0 else id_at[first] for first in np.asarray(self.same_text_as)[order]]
+        columns = {
+            "instruction_id": instruction_ids,
+            "response_id": response_ids,
+            "response": pd.Series(texts, dtype="str"),
+            "model": [self.models[p] for p in order],
+            "rating": np.asarray(self.ratings, dtype=np.float64)[order],
+            "same_text_as": same_text_as,
+            "source_row": np.asarray(self.source_rows, dtype=np.int64)[order],
+            "source_field": [self.source_fields[p] for p in order],
+        }
+        for name, values in self.aspect_ratings.items():
+            columns[f"rating_{_column_name(name)}"] = np.asarray(values, dtype=np.float64)[order]
+        return pd.DataFrame(columns)
+
+    def _preference_table(self, ids: dict[int, str]) -> pd.DataFrame:
+        preferences = []
+        for instruction, chosen, rejected, row in self.pairs:
+            owner = instruction.root()
+            names = {position: k for k, position in enumerate(owner.responses)}
+            owner_id = ids[id(owner)]
+            preferences.append(
+                {
+                    "instruction_id": owner_id,
+                    "chosen_id": f"{owner_id}-{names[owner.first_with_text[chosen]]}",
+                    "rejected_id": f"{owner_id}-{names[owner.first_with_text[rejected]]}",
+                    "source_row": row,
+                }
+            )
+        return pd.DataFrame(preferences, columns=PREFERENCE_COLUMNS)
 
 
 def _instruction_ids(instructions: list[_Instruction]) -> dict[int, str]:
@@ -321,16 +402,15 @@ def _instruction_ids(instructions: list[_Instruction]) -> dict[int, str]:
     return ids
 
 
-def _content_key(key: str, parsed: ParsedRow) -> tuple:
+def _content_key(key: str, parsed: ParsedRow) -> bytes:
     """What makes two rows the same data point: the prompt (``key``: its id or hash, checked against the
-    prompt in `Builder.add`) and every response with its labels. The texts are the row's own strings, so
-    the key costs references, not copies. Every NaN the parsers give is the one ``math.nan`` object, which
-    tuples compare equal to itself."""
+    prompt in `Builder.add`) and every response with its labels, as a digest, so that the rows seen keep
+    no text alive. ``repr`` spells every NaN the parsers give alike, as tuples compared it equal."""
     responses = tuple(
         (r.text, r.model, r.rating, tuple(r.aspect_ratings.values()), r.principle, r.error and r.error.reason)
         for r in parsed.responses
     )
-    return key, responses
+    return hashlib.blake2b(repr((key, responses)).encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 @functools.lru_cache(maxsize=1024)

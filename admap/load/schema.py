@@ -127,7 +127,7 @@ class PreferenceData:
             "responses_skipped": units["response"],
             "responses_merged": tally.responses_merged,
             "responses": len(self.responses),
-            "responses_empty": int((responses.str.strip() == "").sum()),
+            "responses_empty": blank_texts(responses),
             "responses_same_text": int(self.responses["same_text_as"].notna().sum()),
             "ratings_missing": tally.ratings_missing,
             "rating_conflicts": tally.rating_conflicts,
@@ -147,6 +147,12 @@ class PreferenceData:
             "notes": dict(self.tally.notes),
             "hub": self.hub,
         }
+
+
+def blank_texts(texts: pd.Series) -> int:
+    """How many of ``texts`` are empty or whitespace only (what ``str.strip`` empties), one text at a time:
+    stripping the whole column at once would copy every text."""
+    return sum(isinstance(text, str) and (not text or text.isspace()) for text in texts)
 
 
 def _sharing_a_prompt(prompts: pd.Series) -> int:

@@ -26,7 +26,7 @@ class ScoringContext:
 
     device: str = "auto"
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    # None: 16 on the CPU, 128 on CUDA, the device the engine encodes on.
+    # None: by text length on the CPU (16 to 256), 128 on CUDA, the device the engine encodes on.
     embed_batch_size: int | None = None
     embedding: EmbeddingOptions = field(default_factory=EmbeddingOptions)
     seed: int = 42

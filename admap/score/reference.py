@@ -75,11 +75,15 @@ class ReferenceScorer(SentenceScorer):
         self, instructions: pd.DataFrame, responses: pd.DataFrame, *, preferences: pd.DataFrame | None = None
     ) -> np.ndarray:
         proxies = instructions.set_index("instruction_id")["proxy_response"]
-        response_proxy = responses["instruction_id"].map(proxies)
-        scorable = response_proxy.notna().to_numpy()
+        # Each response's proxy by position, then one Python string per proxy listed once per response:
+        # mapping the texts themselves would copy an instruction's proxy for each of its responses.
+        proxy_position = responses["instruction_id"].map(pd.Series(np.arange(len(proxies)), index=proxies.index))
+        position = proxy_position.fillna(len(proxies)).to_numpy(dtype=np.int64)
+        scorable = np.append(proxies.notna().to_numpy(), False)[position]
         scores = np.full(len(responses), np.nan, dtype=np.float32)
         response_texts = responses.loc[scorable, "response"].tolist()
-        proxy_texts = response_proxy[scorable].tolist()
+        proxy_list = proxies.tolist()
+        proxy_texts = [proxy_list[p] for p in position[scorable]]
         n = len(response_texts)
         # The precision check compares what is scored: each response's cosine to its proxy.
         with self.embedded(

@@ -20,7 +20,7 @@ class SentenceScorer(ScorerDefaults):
     """A scorer built from the shared context alone, which embeds through `embedded`."""
 
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    # None: 16 on the CPU, 128 on CUDA, the device the engine encodes on (`default_batch_size`).
+    # None: by text length on the CPU (16 to 256), 128 on CUDA, the device the engine encodes on (`default_batch_size`).
     batch_size: int | None = None
     device: str = "auto"
     options: EmbeddingOptions = field(default_factory=EmbeddingOptions)
