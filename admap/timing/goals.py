@@ -23,10 +23,10 @@ FULL_SIZE = (1000, 100, 1)
 QUICK_SIZE = (24, 6, 1)
 
 
-def bench_argv(*, quick: bool = False) -> list[str]:
-    """``admap bench`` arguments of the UltraFeedback-shaped scoring measurement, without ``--out``."""
+def bench_argv(*, quick: bool = False, dataset: str = HH_RLHF_TEST_FILE) -> list[str]:
+    """``admap bench`` arguments of the UltraFeedback-shaped scoring measurement, without ``--out``;
+    ``dataset`` as the command shows it (relative to the repository's root), or as a path to run."""
     instructions, loop_instructions, repeats = QUICK_SIZE if quick else FULL_SIZE
-    dataset = str(Path(__file__).resolve().parents[2] / HH_RLHF_TEST_FILE)
     return [
         *("bench", dataset, "--skip-invalid", "--shape", "ultrafeedback"),
         *("--instructions", str(instructions), "--paper-loop-instructions", str(loop_instructions)),
@@ -40,12 +40,13 @@ def goal_rows(quick: bool = False) -> list[dict]:
     ``quick`` measures 24 instructions instead of 1,000: a check that the rows come out, not the figures."""
     from admap.cli import main
 
-    argv = bench_argv(quick=quick)
+    command = shlex.join(["admap", *bench_argv(quick=quick)])
+    argv = bench_argv(quick=quick, dataset=str(Path(__file__).resolve().parents[2] / HH_RLHF_TEST_FILE))
     with tempfile.TemporaryDirectory(prefix="admap-goals-") as out:
         status = main([*argv, "--out", out, "--quiet"])
         if status != 0:
-            raise RuntimeError(f"admap bench failed ({status}): {shlex.join(['admap', *argv])}")
-        return rows_of(json.loads((Path(out) / "bench.json").read_text()), command=shlex.join(["admap", *argv]))
+            raise RuntimeError(f"admap bench failed ({status}): {command}")
+        return rows_of(json.loads((Path(out) / "bench.json").read_text()), command=command)
 
 
 def rows_of(record: dict, *, command: str) -> list[dict]:
