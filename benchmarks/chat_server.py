@@ -287,6 +287,9 @@ def _handler_class(server: ChatServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if len(raw) < length:  # the client died mid-send (a killed run): no request was made
+                self.close_connection = True
+                return
             if self.path.rstrip("/") in ("/reset", "/v1/reset"):  # `reset` from another process
                 server.reset()
                 self._send_json(200, {"requests": 0})

@@ -364,6 +364,21 @@ def test_a_second_run_comes_from_the_cache(tmp_path, chat_server, monkeypatch):
     assert summary["generation"]["cache_hits"] == 6 and summary["generation"]["tokens_in"] == 0
 
 
+def test_a_request_cut_off_mid_body_is_not_served(chat_server):
+    # What a client killed while sending leaves behind: headers and part of the body.
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(chat_server.url)
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "cut off"}]}).encode()
+    with socket.create_connection((address.hostname, address.port)) as connection:
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        connection.sendall(head.encode() + body[:10])
+        connection.shutdown(socket.SHUT_WR)
+        assert connection.recv(1) == b""  # closed without an answer
+    assert chat_server.count() == 0
+
+
 @pytest.mark.slow  # two CLI subprocesses: about 8 s
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path, chat_server):
     instructions = [f"Instruction {i}: describe item number {i} briefly." for i in range(30)]
