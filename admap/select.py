@@ -29,8 +29,8 @@ PAIR_RULES = ("annotated", "best_vs_random", "alignment_score")
 PAIR_COLUMNS = ["instruction_id", "chosen_id", "rejected_id"]
 # What `preference_pairs` reads of the responses.
 PAIR_INPUT_COLUMNS = ["instruction_id", "response_id", "rating", "alignment_score", "same_text_as"]
-# Pairs per chunk of `trl_jsonl`: tens of megabytes of JSON at UltraFeedback's lengths, one write each.
-JSONL_CHUNK_PAIRS = 1 << 16
+# Pairs per chunk of `trl_jsonl`: about 50 MB of JSON at UltraFeedback's lengths, one write each (two are held).
+JSONL_CHUNK_PAIRS = 1 << 14
 
 
 def random_instruction_ids(instruction_ids: np.ndarray, size: int, *, seed: int = 42) -> np.ndarray:
@@ -217,38 +217,90 @@ for _byte, _escape in _ESCAPE_AFTER_BACKSLASH.items():
     _INSERTED[_byte, : len(_escape)] = list(_escape.encode())
 
 
-def _escaped_utf8(texts: pa.LargeStringArray) -> pa.LargeStringArray:
-    """Each text (no nulls) with the bytes JSON escapes escaped, as json.dumps writes it between the quotes."""
+# Texts per piece of work when escaping: a few megabytes of temporary copies at UltraFeedback's lengths.
+_ESCAPE_CHUNK_TEXTS = 8192
+
+
+def _data_of(texts: pa.LargeStringArray) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets from 0, bytes)`` of ``texts``: views of its buffers, no copy."""
     offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
     data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    offsets = offsets - offsets[0]
+    return offsets - offsets[0], data
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """An array of strings on its way into `_joined`: its escaped length is known before its bytes are written,
+    so that every piece is written once, into the one buffer of the result."""
+
+    texts: pa.LargeStringArray  # no null, or only empty ones
+    escaped: np.ndarray  # the positions of the bytes JSON escapes (none if the piece is taken as it is)
+    offsets: np.ndarray  # each string's start in the result's bytes, from 0, and the end
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.offsets[-1])
+
+    def write(self, into: np.ndarray) -> None:
+        _, data = _data_of(self.texts)
+        if not len(self.escaped):
+            into[:] = data
+            return
+        lengths = _INSERTED_LENGTH[data[self.escaped]]
+        inserted = _INSERTED[data[self.escaped]][np.arange(_INSERTED.shape[1]) < lengths[:, None]]  # in order
+        into[:] = np.insert(data, np.repeat(self.escaped + 1, lengths), inserted)  # a temporary of this piece's size
+        into[self.escaped + np.cumsum(lengths) - lengths] = ord("\\")  # each escaped byte, moved by those before it
+
+
+def _piece(texts: pa.LargeStringArray, *, escape: bool) -> _Piece:
+    """``texts`` as a `_Piece`: escaped as json.dumps writes a string between its quotes, or as they are."""
+    offsets, data = _data_of(texts)
+    if texts.null_count and np.diff(offsets)[texts.is_null().to_numpy(zero_copy_only=False)].any():
+        texts = pc.fill_null(texts, "")  # a null slot may hold bytes; the arrays pandas and Arrow build give it none
+        offsets, data = _data_of(texts)
+    if not escape:
+        return _Piece(texts, np.empty(0, dtype=np.int64), offsets)
     # Three comparisons over the bytes are faster than a lookup table indexed by each of them.
     escaped = np.flatnonzero((data < 0x20) | (data == ord('"')) | (data == ord("\\")))
-    if not len(escaped):
-        return texts
-    lengths = _INSERTED_LENGTH[data[escaped]]
-    inserted = _INSERTED[data[escaped]][np.arange(_INSERTED.shape[1]) < lengths[:, None]]  # row by row: in order
-    after = np.repeat(escaped + 1, lengths)
+    after = np.repeat(escaped + 1, _INSERTED_LENGTH[data[escaped]])
     # Bytes inserted after a text's last byte sit at the next text's start offset and belong to the text before.
-    offsets = offsets + np.searchsorted(after, offsets, side="right")
-    data = np.insert(data, after, inserted)
-    data[escaped + np.cumsum(lengths) - lengths] = ord("\\")  # each escaped byte, moved by the bytes inserted before it
-    return pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(offsets), pa.py_buffer(data))
+    return _Piece(texts, escaped, offsets + np.searchsorted(after, offsets, side="right"))
 
 
-def _escaped_texts(texts: pd.Series) -> list[pa.LargeStringArray]:
-    """The texts (strings, none missing) as JSON strings without their quotes, in the column's own chunks:
-    a column read from Parquet is escaped where it lies, not first copied into one array."""
-    column = pa.array(texts, type=pa.large_string())  # chunked when the column is Arrow's
-    return [_escaped_utf8(chunk) for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column])]
+def _joined(pieces: list[_Piece]) -> pa.LargeStringArray:
+    """The pieces' strings in order, in one array, each byte written once."""
+    counts = [len(piece.texts) for piece in pieces]
+    offsets = np.empty(sum(counts) + 1, dtype=np.int64)
+    data = np.empty(sum(piece.nbytes for piece in pieces), dtype=np.uint8)
+    row = position = 0
+    for piece, count in zip(pieces, counts):
+        offsets[row : row + count] = piece.offsets[:-1] + position
+        piece.write(data[position : position + piece.nbytes])
+        row, position = row + count, position + piece.nbytes
+    offsets[-1] = position
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
-def _json_ids(ids: pd.Series) -> list[pa.LargeStringArray]:
+def _text_chunks(texts: pd.Series) -> Iterator[pa.LargeStringArray]:
+    """The texts (strings; missing ones read as empty) as Arrow arrays of at most `_ESCAPE_CHUNK_TEXTS`: a column
+    held in Arrow is sliced where it lies, any other converted a chunk at a time."""
+    for start in range(0, len(texts), _ESCAPE_CHUNK_TEXTS):
+        column = pa.array(texts.iloc[start : start + _ESCAPE_CHUNK_TEXTS], type=pa.large_string())
+        yield from column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+
+
+def _escaped_texts(texts: pd.Series) -> list[_Piece]:
+    """The texts as JSON strings without their quotes, as pieces to join."""
+    return [_piece(chunk, escape=True) for chunk in _text_chunks(texts)]
+
+
+def _json_ids(ids: pd.Series) -> _Piece:
     """Each id as `json.dumps(id, ensure_ascii=False)` writes it: a string, or a number."""
     if pd.api.types.infer_dtype(ids, skipna=False) == "string":
         quote, nothing = pa.scalar('"', type=pa.large_string()), pa.scalar("", type=pa.large_string())
-        return [pc.binary_join_element_wise(quote, chunk, quote, nothing) for chunk in _escaped_texts(ids)]
-    return [pa.array([_encode_json(value) for value in ids.tolist()], type=pa.large_string())]
+        quoted = pc.binary_join_element_wise(quote, _joined(_escaped_texts(ids)), quote, nothing)
+        return _piece(quoted, escape=False)
+    return _piece(pa.array([_encode_json(value) for value in ids.tolist()], type=pa.large_string()), escape=False)
 
 
 # The JSON between a record's values and after the last: the texts' quotes and message lists lie here, so that
@@ -301,17 +353,17 @@ def trl_fragments(instructions: pd.DataFrame, responses: pd.DataFrame) -> TrlFra
     # The prompt as trl_records writes it: parsed and encoded again, whatever spacing the table's JSON has.
     prompts = [_encode_json(json.loads(messages)) for messages in instructions["prompt_messages"].tolist()]
     pieces = [
-        pa.array(_BETWEEN_VALUES, type=pa.large_string()),
-        pa.array(prompts, type=pa.large_string()),
-        *_json_ids(instructions["instruction_id"]),
-        # A missing text's placeholder is never written: `locate_pairs` refuses the pairs that name it.
-        *_escaped_texts(texts.fillna("") if without_text.any() else texts),
-        *_json_ids(responses["response_id"]),
+        _piece(pa.array(_BETWEEN_VALUES, type=pa.large_string()), escape=False),
+        _piece(pa.array(prompts, type=pa.large_string()), escape=False),
+        _json_ids(instructions["instruction_id"]),
+        # A missing text is an empty piece, never written: `locate_pairs` refuses the pairs that name it.
+        *_escaped_texts(texts),
+        _json_ids(responses["response_id"]),
     ]
     return TrlFragments(
         instruction_ids=pd.Index(instructions["instruction_id"]),
         response_ids=pd.Index(responses["response_id"]),
-        pieces=pa.concat_arrays(pieces),
+        pieces=_joined(pieces),
         without_text=without_text,
     )
 

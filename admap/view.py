@@ -24,7 +24,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -182,7 +182,9 @@ def suspect_flags(ids: Sequence[str], suspects: pd.DataFrame) -> list[str]:
 
 def top_models(ids: Sequence[str], responses: pd.DataFrame) -> list[str | None]:
     """Per instruction, the model of its best-scored response (the first one on ties), None if it has none."""
-    ranked = responses.assign(_model=responses["model"].fillna("unknown model")).sort_values(
+    # Only the three columns are sorted: sorting the table would copy every response's text.
+    columns = responses[["instruction_id", "alignment_score"]]
+    ranked = columns.assign(_model=responses["model"].fillna("unknown model")).sort_values(
         ["instruction_id", "alignment_score"], ascending=[True, False], na_position="last", kind="mergesort"
     )
     best = ranked.drop_duplicates("instruction_id").set_index("instruction_id")["_model"]
@@ -328,11 +330,27 @@ def build_payload(
     }
 
 
+def embedded_json_parts(payload: dict) -> Iterator[str]:
+    """``payload`` as JSON that is safe inside a ``<script>`` element, in parts (each of the payload's
+    columns one): no ``<``, ``>`` or ``&`` at all, so no text can end the element or open a comment;
+    NaN is refused (JSON.parse rejects it). Joined, the parts are ``json.dumps(payload)``'s compact text."""
+    for part in _json_parts(payload, depth=2):
+        yield re.sub(r"[<>&]", lambda match: _JSON_ESCAPES[match.group(0)], part)
+
+
+def _json_parts(value, *, depth: int) -> Iterator[str]:
+    if depth and isinstance(value, dict):
+        for position, (key, item) in enumerate(value.items()):
+            yield ("{" if position == 0 else ",") + json.dumps(str(key), ensure_ascii=False) + ":"
+            yield from _json_parts(item, depth=depth - 1)
+        yield "}" if value else "{}"
+    else:
+        yield json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def embed_json(payload: dict) -> str:
-    """``payload`` as JSON that is safe inside a ``<script>`` element: no ``<``, ``>`` or ``&`` at all,
-    so no text can end the element or open a comment; NaN is refused (JSON.parse rejects it)."""
-    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return re.sub(r"[<>&]", lambda match: _JSON_ESCAPES[match.group(0)], text)
+    """`embedded_json_parts` joined."""
+    return "".join(embedded_json_parts(payload))
 
 
 def read_asset(name: str) -> str:
@@ -351,8 +369,9 @@ def content_security_policy(script: str, style: str) -> str:
     )
 
 
-def render_html(payload: dict) -> str:
-    """The page: the template with its style, script and data inlined."""
+def html_parts(payload: dict) -> Iterator[str]:
+    """The page in parts: the template with its style, script and data inlined. Written part by part, a
+    large page is never held whole, nor its data as one string."""
     template, style, script = read_asset("view.html"), read_asset("view.css"), read_asset("view.js")
     for asset, closing in ((style, "</style"), (script, "</script")):
         if closing in asset.lower():
@@ -363,18 +382,30 @@ def render_html(payload: dict) -> str:
         "CSP": html.escape(content_security_policy(script, style), quote=False),
         "STYLE": style,
         "SCRIPT": script,
-        "DATA": embed_json(payload),
     }
-    # One pass over the template only: a marker inside the data is never substituted.
-    return re.sub(r"@@ADMAP_([A-Z]+)@@", lambda match: parts[match.group(1)], template)
+    # The template's text and its markers alternate; only the template's markers are substituted, never one
+    # inside the data.
+    for position, text in enumerate(re.split(r"@@ADMAP_([A-Z]+)@@", template)):
+        if position % 2 == 0:
+            yield text
+        elif text == "DATA":
+            yield from embedded_json_parts(payload)
+        else:
+            yield parts[text]
+
+
+def render_html(payload: dict) -> str:
+    """The page as one string (`html_parts` joined)."""
+    return "".join(html_parts(payload))
 
 
 def write_view(payload: dict, path: str | Path) -> Path:
-    """Write the page to ``path`` atomically; returns the path."""
+    """Write the page to ``path`` atomically, part by part; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(render_html(payload), encoding="utf-8")
+    with staging.open("w", encoding="utf-8") as handle:
+        handle.writelines(html_parts(payload))
     os.replace(staging, path)
     logger.info("%s: %d instructions, %.1f MB", path, payload["meta"]["instructions_shown"], path.stat().st_size / 1e6)
     return path

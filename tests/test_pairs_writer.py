@@ -142,10 +142,25 @@ def test_texts_chosen_for_jsons_escapes(rule, ids_as_numbers):
         assert columnar_bytes(pairs, instructions, responses, chunk_pairs=chunk_pairs) == expected
 
 
-def test_a_missing_text_is_refused():
+@pytest.mark.parametrize("storage", ["arrow", "object"])
+@pytest.mark.parametrize("chunk_texts", [1, 3, 7])
+def test_texts_escaped_in_pieces_join_alike(monkeypatch, storage, chunk_texts):
+    """Texts are escaped a few at a time into one buffer: wherever the pieces are cut, whatever holds the column
+    (Arrow, sliced where it lies; Python objects, converted a piece at a time), the bytes are the same."""
+    import admap.select
+
+    monkeypatch.setattr(admap.select, "_ESCAPE_CHUNK_TEXTS", chunk_texts)
+    instructions, responses = odd_tables()
+    responses["response"] = responses["response"].astype("str" if storage == "arrow" else object)
+    pairs = preference_pairs(responses)
+    assert columnar_bytes(pairs, instructions, responses) == per_record_bytes(pairs, instructions, responses)
+
+
+@pytest.mark.parametrize("storage", ["arrow", "object"])
+def test_a_missing_text_is_refused(storage):
     """The per-record writer wrote it as ``NaN``, which JSON readers refuse; the loaders never leave one."""
     instructions, responses = odd_tables()
-    responses["response"] = responses["response"].astype(object)
+    responses["response"] = responses["response"].astype("str" if storage == "arrow" else object)
     responses.loc[1, "response"] = None
     pairs = preference_pairs(responses)
     fragments = trl_fragments(instructions, responses)
@@ -187,3 +202,15 @@ def test_map_writes_the_previous_writers_bytes(tmp_path):
     for name in MAP_STRATEGIES:
         subset = rows_of_instructions(pairs, map_subset_ids(inputs, name, seed=42))
         assert (run / "pairs" / f"{name}.jsonl").read_bytes() == per_record_bytes(subset, map_table, responses), name
+
+
+def test_a_null_slot_holding_bytes_is_read_as_empty():
+    """Arrow leaves a null slot's bytes undefined; another library's array may keep some there."""
+    import pyarrow as pa
+
+    from admap.select import _joined, _piece
+
+    offsets = pa.py_buffer(np.array([0, 3, 6, 8], dtype=np.int64))
+    validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little"))
+    texts = pa.LargeStringArray.from_buffers(3, offsets, pa.py_buffer(b'abcdef"\n'), validity, 1)
+    assert _joined([_piece(texts, escape=True)]).to_pylist() == ["abc", "", '\\"\\n']

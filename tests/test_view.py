@@ -137,6 +137,18 @@ def test_json_in_the_page_cannot_end_its_script_element(text):
     assert json.loads(embedded) == {"response": text}
 
 
+def test_the_page_written_in_parts_holds_the_payloads_json(tmp_path):
+    map_table, scores, summary = small_run()
+    payload = view.build_payload(map_table, scores, summary)
+    payload["instructions"]["text"][0] = HOSTILE[0]
+    parts = list(view.embedded_json_parts(payload))
+    assert len(parts) > 20  # a part per column, not one string
+    whole = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    assert "".join(parts) == re.sub(r"[<>&]", lambda m: {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}[m[0]], whole)
+    page = view.write_view(payload, tmp_path / "view.html").read_text(encoding="utf-8")
+    assert page == view.render_html(payload) and "@@ADMAP_" not in page
+
+
 def test_page_inlines_everything_and_escapes_hostile_text(tmp_path):
     map_table, scores, summary = small_run()
     summary["config"]["input"]["dataset"] = "<img src=x onerror=alert(3)>.jsonl"  # the page's title
