@@ -1,6 +1,12 @@
 """Text generators (proxy responses, judges): one protocol, a registry by name, a cache in front."""
 
-from admap.generate import llama_cpp_generator, openai_api, transformers_generator, vllm_engine  # noqa: F401  (register the generators)
+from admap.generate import (  # noqa: F401  (register the generators)
+    llama_cpp_generator,
+    openai_api,
+    openvino_generator,
+    transformers_generator,
+    vllm_engine,
+)
 from admap.generate.base import (
     GENERATORS,
     PROXY_SYSTEM_PROMPT,

@@ -16,8 +16,8 @@ DEFAULT_API_MODEL = "gpt-4o-2024-11-20"
 class GeneratorOptions:
     generator: str = option(
         "transformers",
-        "transformers (local model), llama_cpp (GGUF files through llama.cpp), openai (any OpenAI-compatible "
-        "endpoint), vllm, or none",
+        "transformers (local model), openvino or llama_cpp (GGUF files through OpenVINO GenAI or llama.cpp), "
+        "openai (any OpenAI-compatible endpoint), vllm, or none",
     )
     generator_model: str | None = option(
         None,
