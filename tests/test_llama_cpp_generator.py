@@ -11,7 +11,8 @@ from admap.commands.proxy import ProxyConfig
 from admap.config import build, from_arguments, to_dict
 from admap.generate import PROXY_SYSTEM_PROMPT, with_system_prompt
 from admap.generate.cache import ResponseCache
-from admap.generate.llama_cpp_generator import LlamaCppGenerator, LlamaCppOptions, gguf_path
+from admap.generate.gguf_engine import gguf_path
+from admap.generate.llama_cpp_generator import LlamaCppGenerator, LlamaCppOptions
 from admap.generate.options import GeneratorOptions
 from admap.generate.runner import build_generator, generate_cached
 from admap.models import SMOLLM2_GGUF_FILE
@@ -35,9 +36,9 @@ def test_its_options_are_flags_and_yaml_under_its_name():
 
 
 def test_a_model_that_is_no_gguf_file_is_refused(tmp_path):
-    assert gguf_path("smollm2").endswith(SMOLLM2_GGUF_FILE)
-    with pytest.raises(ValueError, match="reads a local .gguf file"):
-        gguf_path("HuggingFaceTB/SmolLM2-360M-Instruct")
+    assert gguf_path("smollm2", "llama_cpp").endswith(SMOLLM2_GGUF_FILE)
+    with pytest.raises(ValueError, match="'llama_cpp' reads a local .gguf file"):
+        LlamaCppGenerator(model="HuggingFaceTB/SmolLM2-360M-Instruct").gguf_file()
     with pytest.raises(ValueError, match="threads must be >= 1"):
         LlamaCppGenerator(options=LlamaCppOptions(threads=0))
 

@@ -20,8 +20,7 @@ import numpy as np
 
 from admap.config import option
 from admap.generate.base import GENERATORS, Completion, Messages, ResultCallback
-from admap.generate.options import GeneratorOptions
-from admap.models import DEFAULT_GENERATOR_MODEL, resolve_generator_model
+from admap.generate.gguf_engine import GgufEngine
 from admap.progress import stage_bar
 
 logger = logging.getLogger(__name__)
@@ -35,80 +34,34 @@ class LlamaCppOptions:
     context_tokens: int = option(8192, "context window in tokens, prompt and reply together (SmolLM2's: 8192)")
 
 
-def gguf_path(model: str) -> str:
-    """The GGUF file that ``model`` names: the packaged SmolLM2 for its aliases, else ``model`` as a path."""
-    path, gguf_file = resolve_generator_model(model)
-    if gguf_file is not None:
-        return os.path.join(path, gguf_file)
-    if not model.endswith(".gguf") or not os.path.isfile(model):
-        raise ValueError(f"generator 'llama_cpp' reads a local .gguf file or {DEFAULT_GENERATOR_MODEL}, got {model!r}")
-    return model
-
-
 @GENERATORS.register("llama_cpp")
 @dataclass
-class LlamaCppGenerator:
+class LlamaCppGenerator(GgufEngine):
     """One prompt at a time through llama.cpp; greedy unless ``temperature`` > 0."""
 
-    default_model: ClassVar[str] = DEFAULT_GENERATOR_MODEL
     Options: ClassVar[type] = LlamaCppOptions
 
-    model: str = DEFAULT_GENERATOR_MODEL
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    # transformers' default generator uses the same penalty, so both backends write comparable proxies.
-    repetition_penalty: float = 1.1
-    seed: int | None = None
     options: LlamaCppOptions = field(default_factory=LlamaCppOptions)
-    progress: bool = True
     name: str = "llama_cpp"
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        super().__post_init__()
         if self.options.threads is not None and self.options.threads < 1:
             raise ValueError(f"llama_cpp threads must be >= 1, got {self.options.threads}")
         if self.options.context_tokens < 1:
             raise ValueError(f"llama_cpp context_tokens must be >= 1, got {self.options.context_tokens}")
-        self._loaded = None
-
-    @classmethod
-    def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
-        return cls(
-            model=options.generator_model,
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            seed=options.generation_seed,
-            options=options.generator_options[cls.name],
-            progress=progress,
-        )
 
     @property
     def deterministic(self) -> bool:
         # Each prompt is decoded alone with a sampler of its own, so a seeded sampled reply is reproducible too.
         return self.temperature == 0 or self.seed is not None
 
-    def identity(self) -> dict:
-        # Threads and context size change speed, not the reply (a prompt that does not fit fails instead).
-        return {
-            "generator": self.name,
-            "model": self.model,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed if self.temperature > 0 else None,
-        }
-
     def report(self) -> dict:
         """What summaries record beside the label: the file, the engine's version and its CPU settings."""
         from importlib.metadata import version
 
         return {
-            "gguf_file": os.path.basename(gguf_path(self.model)),
+            "gguf_file": os.path.basename(self.gguf_file()),
             "llama_cpp_python": version("llama-cpp-python"),
             "threads": self._threads(),
             "context_tokens": self.options.context_tokens,
@@ -127,7 +80,7 @@ class LlamaCppGenerator:
                 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
             except ImportError as error:
                 raise ImportError(f"generator 'llama_cpp' needs llama-cpp-python: {INSTALL_HINT}") from error
-            path = gguf_path(self.model)
+            path = self.gguf_file()
             logger.info("loading %s with llama.cpp (%d threads)", path, self._threads())
             with _plain_weight_buffers():
                 llm = Llama(
@@ -165,14 +118,9 @@ class LlamaCppGenerator:
         prompt = template(messages=list(conversation)).prompt
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         # The window asked for, not llm.n_ctx(): llama.cpp may round its own up, but the Python side keeps this many.
-        context = self.options.context_tokens
-        if len(tokens) + self.max_new_tokens > context:
-            return Completion(
-                text=None,
-                tokens_in=len(tokens),
-                error=f"prompt of {len(tokens)} tokens + {self.max_new_tokens} new ones exceeds the "
-                f"{context}-token context (llama_cpp context_tokens)",
-            )
+        error = self.context_error(len(tokens))
+        if error is not None:
+            return Completion(text=None, tokens_in=len(tokens), error=error)
         rng = np.random.default_rng(self.seed)
         seen = np.zeros(llm.n_vocab(), dtype=bool)
         seen[tokens] = True

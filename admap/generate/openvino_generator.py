@@ -25,9 +25,8 @@ import numpy as np
 
 from admap.config import option
 from admap.generate.base import GENERATORS, Completion, Messages, ResultCallback
-from admap.generate.llama_cpp_generator import gguf_path
-from admap.generate.options import GeneratorOptions
-from admap.models import DEFAULT_GENERATOR_MODEL, gguf_tokenizer
+from admap.generate.gguf_engine import GgufEngine
+from admap.models import gguf_tokenizer
 from admap.progress import stage_bar
 
 logger = logging.getLogger(__name__)
@@ -50,46 +49,22 @@ class OpenVinoOptions:
 
 @GENERATORS.register("openvino")
 @dataclass
-class OpenVinoGenerator:
+class OpenVinoGenerator(GgufEngine):
     """Continuous batching through OpenVINO GenAI; greedy unless ``temperature`` > 0."""
 
-    default_model: ClassVar[str] = DEFAULT_GENERATOR_MODEL
     Options: ClassVar[type] = OpenVinoOptions
 
-    model: str = DEFAULT_GENERATOR_MODEL
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    # transformers' default generator uses the same penalty, so the backends write comparable proxies.
-    repetition_penalty: float = 1.1
-    seed: int | None = None
     options: OpenVinoOptions = field(default_factory=OpenVinoOptions)
-    progress: bool = True
     name: str = "openvino"
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        super().__post_init__()
         if self.options.precision not in PRECISIONS:
             raise ValueError(f"openvino precision must be one of {PRECISIONS}, got {self.options.precision!r}")
         for name in ("threads", "batch_tokens", "sequences", "cache_gb", "context_tokens"):
             value = getattr(self.options, name)
             if value is not None and value <= 0:
                 raise ValueError(f"openvino {name} must be > 0, got {value}")
-        self._loaded = None
-
-    @classmethod
-    def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
-        return cls(
-            model=options.generator_model,
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            seed=options.generation_seed,
-            options=options.generator_options[cls.name],
-            progress=progress,
-        )
 
     @property
     def deterministic(self) -> bool:
@@ -97,18 +72,8 @@ class OpenVinoGenerator:
         return self.temperature == 0
 
     def identity(self) -> dict:
-        # The precision changes the reply (bf16 and f32 greedy texts part after a few tokens); threads,
-        # batch and cache sizes change speed only.
-        return {
-            "generator": self.name,
-            "model": self.model,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-            "seed": self.seed if self.temperature > 0 else None,
-            "precision": self.precision(),
-        }
+        # The precision changes the reply (bf16 and f32 greedy texts part after a few tokens).
+        return {**super().identity(), "precision": self.precision()}
 
     def precision(self) -> str:
         """The precision the CPU computes in: the option, or for ``auto`` the device's default."""
@@ -122,7 +87,7 @@ class OpenVinoGenerator:
         from importlib.metadata import version
 
         return {
-            "gguf_file": os.path.basename(gguf_path(self.model)),
+            "gguf_file": os.path.basename(self.gguf_file()),
             "openvino_genai": version("openvino-genai"),
             "precision": self.precision(),
             "threads": self._threads(),
@@ -145,7 +110,7 @@ class OpenVinoGenerator:
             properties = {"INFERENCE_NUM_THREADS": self._threads()}
             if self.options.precision != "auto":
                 properties["INFERENCE_PRECISION_HINT"] = self.options.precision
-            path = gguf_path(self.model)
+            path = self.gguf_file()
             logger.info("loading %s with OpenVINO GenAI (%s, %d threads)", path, self.precision(), self._threads())
             pipeline = genai.ContinuousBatchingPipeline(path, scheduler, "CPU", properties)
             self._loaded = genai, pipeline, gguf_tokenizer(os.path.dirname(path), os.path.basename(path))
@@ -189,11 +154,8 @@ class OpenVinoGenerator:
                     )
                     tokens = tokenizer(prompt, add_special_tokens=False)["input_ids"]
                     tokens_in = len(tokens)
-                    if tokens_in + self.max_new_tokens > self.options.context_tokens:
-                        error = (
-                            f"prompt of {tokens_in} tokens + {self.max_new_tokens} new ones exceeds the "
-                            f"{self.options.context_tokens}-token context (openvino context_tokens)"
-                        )
+                    error = self.context_error(tokens_in)
+                    if error is not None:
                         finish(position, Completion(text=None, tokens_in=tokens_in, error=error))
                         continue
                     request = openvino.Tensor(np.array([tokens], dtype=np.int64))
