@@ -1,5 +1,6 @@
 """The llama_cpp generator: its options through the CLI and YAML, and (slow) real replies from the packaged
-SmolLM2 GGUF file through the registry, greedy and reproducible, through the reply cache, with its report."""
+SmolLM2 GGUF file through the registry, greedy and reproducible, with its report (what both GGUF engines
+do alike: tests/test_gguf_engines.py)."""
 
 import importlib.util
 import json
@@ -10,7 +11,6 @@ from admap.cli import build_parser
 from admap.commands.proxy import ProxyConfig
 from admap.config import build, from_arguments, to_dict
 from admap.generate import PROXY_SYSTEM_PROMPT, with_system_prompt
-from admap.generate.cache import ResponseCache
 from admap.generate.gguf_engine import gguf_path
 from admap.generate.llama_cpp_generator import LlamaCppGenerator, LlamaCppOptions
 from admap.generate.options import GeneratorOptions
@@ -74,26 +74,10 @@ def test_greedy_replies_from_the_packaged_gguf_are_reproducible(generator, hh_co
 
 @pytest.mark.slow
 @needs_llama_cpp
-def test_replies_are_cached_and_reused(generator, hh_conversations, tmp_path):
-    cache = ResponseCache(tmp_path)
-    first, stats = generate_cached(generator, hh_conversations[:2], cache=cache)
-    assert (stats.requests, stats.cache_hits, stats.succeeded) == (2, 0, 2)
-    again, stats = generate_cached(generator, hh_conversations[:2], cache=cache)
-    assert (stats.cache_hits, stats.tokens_out) == (2, 0)
-    assert [r.text for r in again] == [r.text for r in first]
-    # Another max_new_tokens is another request.
+def test_another_max_new_tokens_is_another_request(generator, hh_conversations):
     other = LlamaCppGenerator(max_new_tokens=8, progress=False)
     assert generate_cached(other, hh_conversations[:1], cache=None)[0][0].tokens_out <= 8
     assert other.identity() != generator.identity()
-
-
-@pytest.mark.slow
-@needs_llama_cpp
-def test_a_prompt_longer_than_the_context_fails_alone():
-    small = LlamaCppGenerator(max_new_tokens=8, options=LlamaCppOptions(context_tokens=64), progress=False)
-    replies = small.generate([[{"role": "user", "content": "word " * 100}], [{"role": "user", "content": "Hi"}]])
-    assert not replies[0].ok and "exceeds the 64-token context" in replies[0].error
-    assert replies[1].ok
 
 
 @pytest.mark.slow

@@ -48,14 +48,7 @@ class GgufEngine:
 
     @classmethod
     def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
-        return cls(
-            model=options.generator_model,
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            seed=options.generation_seed,
-            options=options.generator_options[cls.name],
-            progress=progress,
-        )
+        return cls(**options.sampling(), options=options.generator_options[cls.name], progress=progress)
 
     def identity(self) -> dict:
         """What makes a reply: threads, batch and context sizes change speed only (a prompt that does not fit

@@ -50,6 +50,15 @@ class GeneratorOptions:
     # A generator's own settings (llama_cpp's threads) sit under its name: --llama-cpp-threads, llama_cpp: {...}.
     generator_options: Registered = registered(GENERATORS, selector="generator", help="each generator's own settings")
 
+    def sampling(self) -> dict:
+        """What every local generator reads alike: the model, the reply's length, the temperature and the seed."""
+        return {
+            "model": self.generator_model,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "seed": self.generation_seed,
+        }
+
     def __post_init__(self) -> None:
         if self.generator != "none":
             GENERATORS.get(self.generator)  # an unknown name gets close matches

@@ -43,12 +43,12 @@ class TransformersGenerator:
 
     @classmethod
     def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
+        sampling = options.sampling()
+        if sampling["seed"] is None:
+            sampling["seed"] = cls.seed  # sampled batches draw from one torch seed: the generator's own default
         return cls(
-            model=options.generator_model,
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
+            **sampling,
             batch_size=options.batch_size,
-            seed=options.generation_seed if options.generation_seed is not None else 42,
             device=device,
             dtype=options.dtype,
             progress=progress,

@@ -33,10 +33,7 @@ class VLLMGenerator:
     @classmethod
     def from_options(cls, options: GeneratorOptions, *, device: str = "auto", progress: bool = True):
         return cls(
-            model=options.generator_model,
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            seed=options.generation_seed,
+            **options.sampling(),
             dtype=options.dtype,
             gpu_memory_utilization=options.gpu_memory_utilization,
             progress=progress,
