@@ -33,6 +33,7 @@ import pandas as pd
 
 from admap.commands.diagnose import DiagnoseConfig, run_diagnose
 from admap.commands.map import MapConfig, run_map
+from admap.commands.neighbours import NeighboursConfig, run_neighbours
 from admap.commands.push import PushConfig, run_push
 from admap.commands.select import SelectConfig, run_select
 from admap.commands.view import ViewConfig, run_view
@@ -42,7 +43,7 @@ from admap.inputs import InputOptions
 from admap.load import PreferenceData
 from admap.load.tables import is_table
 from admap.plot import map_figure, map_titles, markdown_table
-from admap.run_folder import MapRun
+from admap.run_folder import MapRun, Neighbourhoods
 
 if TYPE_CHECKING:
     import datasets
@@ -249,6 +250,15 @@ class DataMap:
         config = DiagnoseConfig(run_dir=str(self.path), top=top, out=None if out is None else str(out))
         command = _call(f"admap.open_run({str(self.path)!r}).diagnose", top=top, out=out)
         return Diagnosis.open(run_diagnose(config, command=command))
+
+    def neighbours(self, **options: Any) -> Neighbourhoods:
+        """Near-duplicate groups and contamination with the evaluation sets (`admap neighbours`, written to
+        ``RUN/neighbours`` unless ``out`` says otherwise); ``select(drop_near_duplicates=True,
+        drop_contaminated=True)`` then leaves them out. ``options``: its YAML keys (``near_duplicate_threshold``,
+        ``against``, ``contamination_threshold``, ...)."""
+        config = build(NeighboursConfig, {**options, "run_dir": str(self.path)}, source="neighbours")
+        command = _call(f"admap.open_run({str(self.path)!r}).neighbours", **options)
+        return MapRun.open(self.path).neighbours(run_neighbours(config, command=command))
 
     def push_to_hub(self, repo_id: str, **options: Any) -> str:
         """Publish the run as a hub dataset (`admap push`): a configuration per DPO subset in ``pairs/``, the

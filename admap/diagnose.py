@@ -6,6 +6,9 @@ scores order the pair the other way, and a suspicion score: the score margin aga
 scaled by the instruction's spread shrunk towards the dataset's (with two responses an
 instruction's own spread is the margin itself, which would make every pair look alike).
 
+Independent of the scores, a pair's label can also be read against the labels of the pairs most like
+it (`neighbour_label_suspicion`: cleanlab's kNN view of label noise, on preference pairs).
+
 Tables follow cleanlab's layout: ``suspicion_score`` (higher = more likely mis-annotated) and
 ``is_suspect`` / ``is_low_impact`` flags.
 """
@@ -17,6 +20,8 @@ import pandas as pd
 
 # Variance below this is "no spread" (scores are float32 cosines or ratings).
 FLAT_VARIANCE = 1e-8
+# Pairs whose neighbours' directions are gathered at a time in `neighbour_label_suspicion`.
+NEIGHBOUR_CHUNK = 8192
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,6 +81,45 @@ def pair_suspicion(pairs: pd.DataFrame, responses: pd.DataFrame) -> pd.DataFrame
         table["suspicion_score"] = np.where(spread > 0, -table["margin"].to_numpy() / spread, -np.sign(table["margin"]))
     table["is_suspect"] = table["margin"] < 0
     return table
+
+
+def neighbour_label_suspicion(
+    features: np.ndarray, pairs: np.ndarray, *, k: int = 10, index_options=None
+) -> np.ndarray:
+    """Per pair, how far its label goes against the labels of the ``k`` pairs most like it: minus the
+    agreement of its preference direction with theirs, within [-1, 1] (1: every neighbour prefers the
+    other way).
+
+    ``features``: ``(n, d)`` response embeddings; ``pairs``: ``(P, 2)`` row positions of each pair's
+    (chosen, rejected). A pair's direction is the unit vector from its rejected to its chosen response;
+    its content, by which neighbours are found, is the unit sum of the two, the same whichever is chosen,
+    so that a flipped label moves no pair's neighbourhood. The agreement is the neighbours' directions
+    projected on the pair's, weighted by how alike their contents are (cosines below 0 weigh nothing).
+    A pair whose two responses embed alike has no direction: 0."""
+    from admap import knn
+
+    features = np.asarray(features, dtype=np.float32)
+    chosen, rejected = features[pairs[:, 0]], features[pairs[:, 1]]
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 1e-6)
+
+    direction, content = unit(chosen - rejected), unit(chosen + rejected)
+    if len(pairs) < 2:
+        return np.zeros(len(pairs))
+    options = index_options or knn.IndexOptions()
+    similarity, neighbour = knn.self_neighbours(content, min(k, len(pairs) - 1), options)
+    weight = np.where(neighbour >= 0, np.clip(similarity, 0, None), 0.0)
+    projections = np.empty(neighbour.shape, dtype=np.float32)
+    # In chunks: the neighbours' directions, gathered whole, would be P x k x d floats.
+    for start in range(0, len(pairs), NEIGHBOUR_CHUNK):
+        rows = slice(start, start + NEIGHBOUR_CHUNK)
+        gathered = direction[np.clip(neighbour[rows], 0, None)]
+        projections[rows] = np.einsum("pd,pkd->pk", direction[rows], gathered)
+    total = weight.sum(axis=1)
+    agreement = np.divide((weight * projections).sum(axis=1), total, out=np.zeros(len(pairs)), where=total > 0)
+    return -agreement
 
 
 def rank_suspects(suspicion: pd.DataFrame) -> pd.DataFrame:

@@ -155,7 +155,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass
 class PrecisionCheck:
-    """Scores of a sample of (response, proxy) pairs in fp32 and in the requested precision."""
+    """Scores of a sample of (response, proxy) pairs in fp32 and in the requested precision, and what
+    the check cost: its fp32 pass is the one part of a lower-precision run that runs at fp32 speed."""
 
     requested: str
     used: str
@@ -163,6 +164,9 @@ class PrecisionCheck:
     spearman: float
     max_abs_difference: float
     min_agreement: float
+    texts: int = 0
+    fp32_seconds: float = 0.0
+    requested_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,8 +221,11 @@ def check_precision(
             f"no pairs of texts to check {spec.precision} embeddings against fp32 on: embed in fp32 instead"
         )
     index, texts = distinct_texts([*left, *right])
+    start = time.perf_counter()
     fp32 = encode(texts, "fp32")
+    fp32_done = time.perf_counter()
     fast = encode(texts, spec.precision)
+    fast_done = time.perf_counter()
 
     def cosines(embeddings: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", embeddings[index[: len(left)]], embeddings[index[len(left) :]])
@@ -241,6 +248,9 @@ def check_precision(
         spearman=agreement,
         max_abs_difference=float(np.max(np.abs(reference - approximate))),
         min_agreement=min_agreement,
+        texts=len(texts),
+        fp32_seconds=round(fp32_done - start, 3),
+        requested_seconds=round(fast_done - fp32_done, 3),
     )
     return check, SampleEmbeddings(texts, fp32, fast)
 

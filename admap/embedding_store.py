@@ -543,3 +543,23 @@ def stored_embeddings(
 
 def _options_store(spec: EmbeddingSpec, options: EmbeddingOptions):
     return open_store(spec, cache=options.embedding_cache, cache_dir=options.embedding_cache_dir)
+
+
+def embedded_texts(
+    texts: list[str], *, model: str, options: EmbeddingOptions, device: str, batch_size: int | None, progress: bool
+) -> tuple[np.ndarray, dict]:
+    """``model``'s embeddings of ``texts``, ``(len(texts), d)`` unit rows in memory, through the embedding
+    cache, and the stage's report (as a dict). For commands that embed texts of their own (instructions,
+    evaluation prompts): a lower precision is checked on the cosines of random pairs of the texts."""
+    check_pairs = np.stack([np.arange(len(texts)), np.random.default_rng(0).permutation(len(texts))], axis=1)
+    with stored_embeddings(
+        texts,
+        check_pairs,
+        model=model,
+        options=options,
+        device=device,
+        batch_size=batch_size,
+        seed=0,
+        progress=progress,
+    ) as stored:
+        return stored.store.gather(stored.positions), stored.report.to_dict()

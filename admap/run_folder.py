@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from admap.durable import fsync_path
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 DIAGNOSIS = "diagnosis"
+NEIGHBOURS = "neighbours"
 # What `admap map` and the commands that write into its folder create, besides the tables a scorer adds
 # (listed in the run's summary): a folder holding anything else is not replaced, so that a mistyped --out
 # never moves someone's files away.
@@ -61,8 +63,13 @@ RUN_FILE_NAMES = frozenset(
         "view-inline.html",
         "pairs",
         DIAGNOSIS,
+        NEIGHBOURS,
     }
 )
+# The run's pages, which `admap view` and the notebook view redraw in place (with a diagnosis, another run's
+# regions or neighbourhoods they change size): the summary's file list leaves them out, so a redrawn page
+# never makes the run unreadable.
+REDRAWN = frozenset({"view.html", "view-inline.html"})
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
@@ -254,11 +261,12 @@ def _is_leftover(name: str) -> bool:
 
 
 def manifest(folder: Path) -> dict[str, int]:
-    """Every file under ``folder`` (but the summary) by relative path, with its size in bytes."""
+    """Every file under ``folder`` (but the summary and the pages `REDRAWN` rewrites) by relative path, with
+    its size in bytes."""
     return {
         path.relative_to(folder).as_posix(): path.stat().st_size
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != SUMMARY
+        if path.is_file() and path.name != SUMMARY and path.relative_to(folder).as_posix() not in REDRAWN
     }
 
 
@@ -281,6 +289,8 @@ def read_summary(run_dir: Path) -> dict:
         return summary
     problems = []
     for relative, size in files.items():
+        if relative in REDRAWN:  # listed by runs written before the pages were left out
+            continue
         file = run_dir / relative
         if not file.is_file():
             problems.append(f"{relative} is missing")
@@ -317,6 +327,28 @@ def run_label(summary: dict) -> str:
     if summary.get("config", {}).get("length_debias"):
         label += ", length-debiased"
     return label
+
+
+@dataclass(frozen=True)
+class Neighbourhoods:
+    """One `admap neighbours` output folder: ``neighbours.json`` (``summary``, naming the map run it read),
+    the near-duplicate groups and the contamination table."""
+
+    folder: Path
+    summary: dict
+    near_duplicates: pd.DataFrame
+    contamination: pd.DataFrame
+    layout: pd.DataFrame | None  # instruction_id, semantic_x, semantic_y; None with --layout none
+
+    def to_drop(self, *, near_duplicates: bool, contaminated: bool) -> dict[str, np.ndarray]:
+        """The instruction ids each flag leaves out: every near duplicate but its group's kept one, and the
+        contaminated instructions."""
+        drops = {}
+        if near_duplicates:
+            drops["near_duplicates"] = self.near_duplicates.loc[~self.near_duplicates["is_kept"], "instruction_id"]
+        if contaminated:
+            drops["contaminated"] = self.contamination.loc[self.contamination["is_contaminated"], "instruction_id"]
+        return {name: ids.to_numpy(dtype=object) for name, ids in drops.items()}
 
 
 @dataclass(frozen=True)
@@ -404,6 +436,39 @@ class MapRun:
                 f"(a rerun of admap map makes a new run): run `admap diagnose {self.path}` again"
             )
         return Diagnosis(folder, summary, pd.read_parquet(suspects_path))
+
+    def neighbours(self, folder: str | Path | None = None) -> Neighbourhoods:
+        """The `admap neighbours` output in ``folder`` (default: the run's ``neighbours/``);
+        `ForeignDiagnosis` when it was computed for another map run."""
+        folder = Path(folder) if folder is not None else self.path / NEIGHBOURS
+        paths = [folder / name for name in ("neighbours.json", "near_duplicates.parquet", "contamination.parquet")]
+        for path in paths:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: run `admap neighbours {self.path}` first")
+        summary = json.loads(paths[0].read_text())
+        if summary.get("map_run_id") is None or summary["map_run_id"] != self.run_id:
+            raise ForeignDiagnosis(
+                f"{folder} holds the neighbours of map run {summary.get('map_run_id')}, not of {self.path}'s run "
+                f"{self.run_id} (a rerun of admap map makes a new run): run `admap neighbours {self.path}` again"
+            )
+        layout = folder / "layout.parquet"
+        return Neighbourhoods(
+            folder,
+            summary,
+            pd.read_parquet(paths[1]),
+            pd.read_parquet(paths[2]),
+            pd.read_parquet(layout) if layout.is_file() else None,
+        )
+
+    def neighbourhoods_if_any(self) -> Neighbourhoods | None:
+        """The run's own `admap neighbours` output, if one of this very run is there (for the viewer)."""
+        if not (self.path / NEIGHBOURS / "neighbours.json").exists():
+            return None
+        try:
+            return self.neighbours()
+        except (ForeignDiagnosis, FileNotFoundError) as error:
+            logger.warning("%s: left out", error)
+            return None
 
     def holds(self, path: Path) -> bool:
         return Path(path).resolve().is_relative_to(self.path.resolve())

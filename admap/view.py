@@ -3,7 +3,9 @@
 The page draws mean against variance with WebGL (a 2D-canvas fallback where WebGL is missing),
 the region thresholds, a hover preview and a detail panel with every response, box and lasso
 selection exported as JSONL of instruction ids (with the `admap select` command lines that read the
-export back), and a text search. Its HTML, CSS and JavaScript
+export back), and a text search; where `admap neighbours` has run, a second panel beside it lays the
+instructions out by meaning (its ``layout.parquet``), with the same colourings and one selection for
+both. Its HTML, CSS and JavaScript
 are package data (``admap/view_assets/``), inlined at write time: no CDN, no network, offline.
 
 The data goes into the page as one JSON block, columnar (one array per field) so that 100k
@@ -37,7 +39,7 @@ import pandas as pd
 from admap import __version__
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, UNMAPPED
 from admap.plot import REGION_COLOURS, dataset_label
-from admap.run_folder import run_label
+from admap.run_folder import Neighbourhoods, run_label
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ REGION_PALETTE = {**REGION_COLOURS, UNMAPPED: "#b0b0b0"}
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 OTHER, OTHER_COLOUR = "other", "#bab0ac"
 SUSPECT_PALETTE = {"suspect pair": "#d62728", "pairs agree": "#8fb3d9", "no scored pairs": "#d0d0d0"}
+NEAR_DUPLICATE_PALETTE = {
+    "near duplicate (left out by --drop-near-duplicates)": "#d62728",
+    "kept one of a near-duplicate group": "#ff9f40",
+    "no near duplicate": "#d0d0d0",
+}
+CLEAN = "not contaminated"
 # Map columns that name where an instruction came from (UltraFeedback's `source`), when a loader keeps one.
 SOURCE_COLUMNS = ("source", "dataset_source")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -238,6 +246,40 @@ def colourings(
     return modes
 
 
+def neighbourhood_colourings(ids: Sequence[str], neighbourhoods: Neighbourhoods) -> list[dict]:
+    """Colourings from `admap neighbours`: near-duplicate groups, and contamination by evaluation set."""
+    kept = dict(zip(neighbourhoods.near_duplicates["instruction_id"], neighbourhoods.near_duplicates["is_kept"]))
+    names = list(NEAR_DUPLICATE_PALETTE)
+    duplicate = [names[2] if i not in kept else names[1] if kept[i] else names[0] for i in ids]
+    flagged = neighbourhoods.contamination[neighbourhoods.contamination["is_contaminated"]]
+    matched = flagged.set_index("instruction_id")["eval_set"]
+    contaminated = [f"contaminated: {matched[i]}" if i in matched.index else CLEAN for i in ids]
+    return [
+        categorical("near_duplicate", "near duplicates (admap neighbours)", duplicate, colours=NEAR_DUPLICATE_PALETTE),
+        categorical(
+            "contamination",
+            "contamination with evaluation prompts (admap neighbours)",
+            contaminated,
+            colours={CLEAN: "#d0d0d0", **{f"contaminated: {n}": "#d62728" for n in sorted(set(matched))}},
+        ),
+    ]
+
+
+def semantic_coordinates(ids: Sequence[str], neighbourhoods: Neighbourhoods | None) -> dict | None:
+    """The semantic view's ``x``/``y`` per instruction (None where the layout lacks one) and what made it."""
+    if neighbourhoods is None or neighbourhoods.layout is None:
+        return None
+    layout = neighbourhoods.layout.set_index("instruction_id")
+    record = neighbourhoods.summary.get("layout", {})
+    return {
+        "x": numbers(layout["semantic_x"].reindex(list(ids))),
+        "y": numbers(layout["semantic_y"].reindex(list(ids))),
+        "method": record.get("method"),
+        "neighbourhood_kept": finite_or_none(record.get("neighbourhood_kept")),
+        "model": neighbourhoods.summary.get("model"),
+    }
+
+
 def suspect_pairs(ids: Sequence[str], suspects: pd.DataFrame) -> dict[str, list]:
     """The pairs the scores contradict, with the index of their instruction in the page."""
     position = {instruction_id: i for i, instruction_id in enumerate(ids)}
@@ -262,6 +304,7 @@ def build_payload(
     *,
     suspects: pd.DataFrame | None = None,
     others: Sequence[OtherRun] = (),
+    neighbourhoods: Neighbourhoods | None = None,
     max_points: int | None = 100_000,
     seed: int = 42,
     text_budget: int = 40_000_000,
@@ -270,7 +313,9 @@ def build_payload(
 ) -> dict:
     """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` and ``responses``
     (columnar; instruction ``i``'s responses are rows ``start[i]`` to ``start[i + 1]``), the
-    ``colourings`` and the suspect pairs. Texts are shortened only beyond ``text_budget`` characters.
+    ``colourings``, the suspect pairs and, where `admap neighbours` ran (``neighbourhoods``), the
+    ``semantic`` view's coordinates with its near-duplicate and contamination colourings. Texts are
+    shortened only beyond ``text_budget`` characters.
     ``name`` names the export's file; ``run_dir``, the run folder as the command that wrote the page was
     given it (``name`` when None), goes into the `admap select` command lines the page shows."""
     table = sample_instructions(map_table, max_points, seed)
@@ -325,8 +370,10 @@ def build_payload(
             "chars": grouped["response_chars"].astype(int).tolist(),
             "words": grouped["response_words"].astype(int).tolist(),
         },
-        "colourings": colourings(table, grouped, suspects, others),
+        "colourings": colourings(table, grouped, suspects, others)
+        + (neighbourhood_colourings(ids, neighbourhoods) if neighbourhoods is not None else []),
         "suspects": suspect_pairs(ids, suspects) if suspects is not None else None,
+        "semantic": semantic_coordinates(ids, neighbourhoods),
     }
 
 

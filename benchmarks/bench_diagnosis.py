@@ -26,6 +26,10 @@ suspicion (higher = more suspect):
 - ``learned_cleanlab``: as ``cleanlab``, with p(a better) = sigmoid(utility_a - utility_b), the
   fitted model's own scale, and its own random orientation (a separate generator, so that the
   other methods' draws are unchanged).
+- ``neighbour_labels``: ``admap.diagnose.neighbour_label_suspicion`` on the same response features and
+  the flipped pairs: each pair's preference direction (rejected to chosen) against those of the 10 pairs
+  whose contents are most alike (found by FAISS on the unit sum of the two responses, which a flip does
+  not move), weighted by that likeness. No fit and no score: the labels of similar pairs alone.
 
 Without flips, the share of pairs that the alignment scores and the out-of-fold learned model
 order as the labels do is reported too.
@@ -58,7 +62,7 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from admap.diagnose import instruction_agreement, pair_suspicion
+from admap.diagnose import instruction_agreement, neighbour_label_suspicion, pair_suspicion
 from admap.embed import encode_unique
 from admap.encoders import load_encoder
 from admap.models import DEFAULT_EMBEDDING_MODEL
@@ -77,6 +81,7 @@ METHODS = (
     "cleanlab",
     "learned_pair_suspicion",
     "learned_cleanlab",
+    "neighbour_labels",
 )
 CLEANLAB_METHODS = ("cleanlab", "learned_cleanlab")
 PAIR_COLUMNS = ["instruction_id", "chosen_id", "rejected_id"]
@@ -339,7 +344,7 @@ FIGURES = {
 }
 PANEL_COLUMNS = 3
 # In the order of METHODS; random in grey, near chance's black.
-METHOD_COLOURS = ("tab:blue", "tab:orange", "tab:green", "0.55", "tab:red", "tab:purple", "tab:pink")
+METHOD_COLOURS = ("tab:blue", "tab:orange", "tab:green", "0.55", "tab:red", "tab:purple", "tab:pink", "tab:olive")
 
 
 def plot_curves(curves: pd.DataFrame, summary: pd.DataFrame, path: Path, *, curve: str, seeds: list[int]) -> None:
@@ -439,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             scores, issues = suspicions(responses, flipped, rng)
             learned_scores, learned_issues = learned_suspicions(responses, features, flipped, args, seed)
             scores |= learned_scores
+            # The flipped labels against those of the 10 pairs most like each (the same response features).
+            scores["neighbour_labels"] = neighbour_label_suspicion(features, pair_positions(responses, flipped))
             flagged_sets = {"cleanlab": issues, "learned_cleanlab": learned_issues}
             k = int(planted.sum())
             for method in METHODS:

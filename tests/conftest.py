@@ -10,8 +10,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Real data the tests read, kept in the repository with its licence (tests/data/*/LICENSE).
 TEST_DATA = Path(__file__).parent / "data"
-# The benchmarks the experiments evaluate on, shipped with them (experiments/data/*/LICENSE).
-BENCHMARK_DATA = Path(__file__).resolve().parents[1] / "experiments" / "data"
+# The benchmarks the experiments evaluate on, shipped with admap (admap/evaluation_sets/*/LICENSE).
+BENCHMARK_DATA = Path(__file__).resolve().parents[1] / "admap" / "evaluation_sets"
 
 
 @pytest.fixture(scope="session")

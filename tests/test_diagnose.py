@@ -89,3 +89,45 @@ def test_diagnose_command_on_a_model_free_run(tmp_path):
 def test_diagnose_refuses_a_folder_that_is_no_run(tmp_path, caplog):
     assert main(["diagnose", str(tmp_path), "--quiet"]) == 2
     assert "is not an `admap map` run directory" in caplog.text
+
+
+def test_neighbour_labels_find_flips_and_a_flip_negates_only_its_own_pair():
+    rng = np.random.default_rng(0)
+    quality = rng.normal(size=32)
+    topics = rng.normal(size=(60, 32)) * 3
+    # Each topic has a good and a bad response: the topic plus or minus the quality direction, and noise.
+    good = topics + quality + rng.normal(scale=0.3, size=topics.shape)
+    bad = topics - quality + rng.normal(scale=0.3, size=topics.shape)
+    features = np.concatenate([good, bad]).astype(np.float32)
+    pairs = np.column_stack([np.arange(60), np.arange(60) + 60])
+    clean = diagnose.neighbour_label_suspicion(features, pairs, k=5)
+    assert (clean < 0).all()  # every label agrees with its neighbours'
+    flipped = pairs.copy()
+    flipped[:6] = flipped[:6, ::-1]
+    noisy = diagnose.neighbour_label_suspicion(features, flipped, k=5)
+    assert noisy[:6].min() > 0 and noisy[6:].max() < noisy[:6].min()  # the six flips rank first
+    # A flip reverses its own direction and moves no neighbourhood: a pair whose neighbours all kept their
+    # labels reads exactly the negation of its clean value.
+    one = pairs.copy()
+    one[10] = one[10, ::-1]
+    np.testing.assert_allclose(diagnose.neighbour_label_suspicion(features, one, k=5)[10], -clean[10], rtol=1e-5)
+    # Two identical responses have no direction: 0.
+    same = np.array([[0, 0]])
+    assert diagnose.neighbour_label_suspicion(features, np.concatenate([pairs, same]), k=5)[-1] == 0
+
+
+@pytest.mark.slow
+def test_diagnose_reads_labels_against_neighbours_on_request(tmp_path):
+    run = tmp_path / "demo"
+    assert main(["map", "--scorer", "annotation", "--out", str(run), "--no-plot", "--no-view", "--quiet"]) == 0
+    assert main(["diagnose", str(run), "--neighbour-k", "5", "--top", "2", "--quiet"]) == 0
+    suspects = pd.read_parquet(run / "diagnosis" / "suspects.parquet")
+    summary = json.loads((run / "diagnosis" / "diagnosis.json").read_text())
+    assert suspects["neighbour_suspicion"].between(-1, 1).all()
+    against = summary["neighbour_labels"]
+    assert (
+        against["k"] == 5 and against["pairs_against_their_neighbours"] == (suspects["neighbour_suspicion"] > 0).sum()
+    )
+    assert "most alike pairs" in (run / "diagnosis" / "report.md").read_text()
+    assert main(["diagnose", str(run), "--quiet"]) == 0
+    assert "neighbour_suspicion" not in pd.read_parquet(run / "diagnosis" / "suspects.parquet").columns

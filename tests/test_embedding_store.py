@@ -223,6 +223,9 @@ def test_bf16_is_checked_against_fp32_and_falls_back(tmp_path):
     fast = bf16.score(instructions, responses)
     check = bf16.embedding_report.precision_check
     assert bf16.embedding_report.precision == "bf16" and check["spearman"] >= 0.999
+    # The check says what it cost: the distinct texts of its pairs, encoded once in each precision.
+    assert check["pairs"] < check["texts"] <= 2 * check["pairs"]
+    assert check["fp32_seconds"] > 0 and check["requested_seconds"] > 0
     assert 0 < np.max(np.abs(fast - reference)) < 0.02  # bf16 really ran, and stayed close
     assert pd.Series(fast).corr(pd.Series(reference), method="spearman") >= 0.999
 

@@ -161,7 +161,7 @@ INSTALLED_FILES = """
 import json, sysconfig
 from pathlib import Path
 site = Path(sysconfig.get_paths()["purelib"])
-data = site / "admap_experiments" / "data"
+data = site / "admap" / "evaluation_sets"
 print(json.dumps({
     "top_level": sorted(p.name for p in site.iterdir() if p.is_dir() and not p.name.endswith("-info")),
     "packages": sorted(str(p.parent.relative_to(site)) for p in site.rglob("__init__.py")),
@@ -189,11 +189,9 @@ def test_the_wheel_installs_the_harness_under_admap_names_with_every_package_and
     }
     assert expected <= set(installed["packages"])
     shipped = {
-        str(path.relative_to(ROOT / "experiments"))
-        for path in (ROOT / "experiments" / "data").rglob("*")
-        if path.is_file()
+        str(path.relative_to(ROOT)) for path in (ROOT / "admap" / "evaluation_sets").rglob("*") if path.is_file()
     }
-    assert {f"admap_experiments/{name}" for name in shipped} == set(installed["shipped_data"])
+    assert shipped and shipped == set(installed["shipped_data"])
 
 
 def test_the_wheel_carries_the_project_metadata_and_its_admap_reports_its_version(admap_source, tmp_path):

@@ -17,7 +17,8 @@ from admap.generate.transformers_generator import TransformersGenerator
 from admap.score.judge import VERDICT_COLUMNS, JudgeScorer, parse_rating
 from admap.score.judge_prompt import DEFAULT_JUDGE_PROMPT, load_judge_prompt
 
-MT_BENCH_PROMPTS = Path(__file__).resolve().parents[1] / "experiments" / "data" / "mt_bench" / "judge_prompts.jsonl"
+EVALUATION_SETS = Path(__file__).resolve().parents[1] / "admap" / "evaluation_sets"
+MT_BENCH_PROMPTS = EVALUATION_SETS / "mt_bench" / "judge_prompts.jsonl"
 NAN = math.nan
 
 FASTCHAT_VERDICT = (

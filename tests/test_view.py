@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import urllib.request
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 from admap import view
 from admap.cli import main
 from admap.commands.view import ViewConfig, run_view
+from admap.run_folder import MapRun, Neighbourhoods
 from tests.runs import map_without_models
 
 HOSTILE = (
@@ -122,6 +124,41 @@ def test_colourings_region_model_rating_and_suspects():
     assert payload["suspects"]["instruction"] == [0] and payload["suspects"]["chosen"] == ["ins-0-0"]
 
 
+def test_semantic_coordinates_and_neighbourhood_colourings_where_neighbours_ran(tmp_path):
+    map_table, scores, summary = small_run()
+    assert view.build_payload(map_table, scores, summary)["semantic"] is None
+    ids = map_table["instruction_id"].tolist()
+    # The layout lacks ins-2; ins-0 and ins-1 are one near-duplicate group; ins-4 copies an MT-Bench prompt.
+    layout = pd.DataFrame(
+        {"instruction_id": [i for i in ids if i != "ins-2"], "semantic_x": [0.5, -1.0, 2.0, 3.0, 4.0]}
+    ).assign(semantic_y=lambda table: -table["semantic_x"])
+    neighbourhoods = Neighbourhoods(
+        folder=tmp_path,
+        summary={"model": "all-MiniLM-L6-v2", "layout": {"method": "umap", "neighbourhood_kept": 0.62}},
+        near_duplicates=pd.DataFrame({"instruction_id": ["ins-0", "ins-1"], "is_kept": [True, False]}),
+        contamination=pd.DataFrame(
+            {"instruction_id": ids, "eval_set": "mt_bench", "is_contaminated": [i == "ins-4" for i in ids]}
+        ),
+        layout=layout,
+    )
+    payload = view.build_payload(map_table, scores, summary, neighbourhoods=neighbourhoods)
+    semantic = payload["semantic"]
+    assert semantic["x"] == [0.5, -1.0, None, 2.0, 3.0, 4.0] and semantic["y"] == [-0.5, 1.0, None, -2.0, -3.0, -4.0]
+    assert (semantic["method"], semantic["model"], semantic["neighbourhood_kept"]) == ("umap", "all-MiniLM-L6-v2", 0.62)
+    modes = {mode["key"]: mode for mode in payload["colourings"]}
+    duplicate = [modes["near_duplicate"]["names"][c] for c in modes["near_duplicate"]["codes"]]
+    assert duplicate[:3] == [
+        "kept one of a near-duplicate group",
+        "near duplicate (left out by --drop-near-duplicates)",
+        "no near duplicate",
+    ]
+    contaminated = [modes["contamination"]["names"][c] for c in modes["contamination"]["codes"]]
+    assert contaminated == ["not contaminated"] * 4 + ["contaminated: mt_bench", "not contaminated"]
+    # Without a layout (`admap neighbours --layout none`): the colourings, no semantic view.
+    without = view.build_payload(map_table, scores, summary, neighbourhoods=replace(neighbourhoods, layout=None))
+    assert without["semantic"] is None and "near_duplicate" in {mode["key"] for mode in without["colourings"]}
+
+
 def test_categorical_keeps_the_most_frequent_and_pools_the_rest():
     values = ["a"] * 5 + ["b"] * 3 + ["c", "d", None]
     mode = view.categorical("k", "label", values, limit=2)
@@ -218,6 +255,22 @@ def test_admap_map_writes_the_view_and_admap_view_rewrites_it(tmp_path):
     mapped = json.loads(re.search(r'id="admap-data">(.*?)</script>', page, re.S).group(1))
     assert mapped["meta"]["run_dir"] == str(run)
     assert [m["label"] for m in payload["colourings"]][:2] == ["region", "region by scorer annotation"]
+
+
+def test_a_page_redrawn_in_place_leaves_the_run_readable(tmp_path):
+    rows = [
+        {"instruction": f"question {k}", "proxy": f"answer {k}", "chosen": f"answer {k}, in full", "rejected": "no"}
+        for k in range(6)
+    ]
+    run = map_without_models(rows, tmp_path)
+    before = (run / "view.html").stat().st_size
+    # The diagnosis adds its suspect flags to the page: it changes size where the run wrote it.
+    assert main(["diagnose", str(run), "--quiet"]) == 0
+    assert main(["view", str(run), "--quiet"]) == 0
+    assert (run / "view.html").stat().st_size != before
+    assert "view.html" not in json.loads((run / "summary.json").read_text())["files"]
+    assert MapRun.open(run).run_id and main(["select", str(run), "--quiet"]) == 0
+    assert main(["view", str(run), "--quiet"]) == 0
 
 
 def test_no_view_flag_and_bad_values(tmp_path):

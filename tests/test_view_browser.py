@@ -1,13 +1,17 @@
 """admap view in real headless Chromium (Debian's `chromium`, driven by Playwright): a page of 100k
 instructions becomes interactive in time; hovering, clicking, box and lasso selection and search do
-what they say; hostile dataset text runs nothing; the page asks the network for nothing.
+what they say; hostile dataset text runs nothing; the page asks the network for nothing; after
+`admap neighbours`, the semantic view beside the map shares the map's colouring, selection and search.
 
-The runs are written directly (map.parquet, scores.parquet, summary.json): no model is loaded.
+The runs are written directly (map.parquet, scores.parquet, summary.json): no model is loaded, but for
+the semantic view's run, which `admap neighbours` embeds with its sentence-transformers model.
 """
 
+import io
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import time
@@ -20,6 +24,7 @@ import pytest
 from admap.cli import main
 from admap.commands.select import summary_path
 from admap.commands.view import ViewConfig, run_view
+from admap.neighbours import read_prompts
 from scripts.chromium import CHROMIUM_ARGS
 from tests.runs import map_without_models
 
@@ -425,6 +430,253 @@ def test_without_webgl_the_page_draws_on_a_2d_canvas(playwright, hostile_view):
         point = view.point(3)
         view.page.mouse.click(point["x"], point["y"])
         expect(view.page.locator("#detail")).to_have_attribute("data-instruction-id", instruction_id(3))
+        assert view.errors == []
+    finally:
+        browser.close()
+
+
+# ---- the semantic view: a run of three topics, with a near-duplicate pair and an MT-Bench prompt copied in.
+DISHES = ("banana bread", "mushroom risotto", "lentil soup", "apple pie", "chicken curry", "pancakes", "guacamole")
+CODE_TASKS = (
+    "reverses a linked list",
+    "parses a CSV file",
+    "merges two sorted arrays",
+    "checks whether a string is a palindrome",
+    "computes Fibonacci numbers with memoisation",
+    "flattens a nested list",
+    "counts the words in a text file",
+)
+SKIES = ("a solar eclipse", "a meteor shower", "the northern lights", "a supernova", "a lunar eclipse", "comets")
+NEAR_DUPLICATES = ("Give me a recipe for banana bread.", "Give me a recipe for banana bread, please.")
+
+
+def semantic_texts() -> list[str]:
+    texts = [f"Give me a recipe for {dish}." for dish in DISHES]
+    texts += [f"Write a Python function that {task}." for task in CODE_TASKS]
+    texts += [f"Explain what causes {sky} in the night sky." for sky in SKIES]
+    texts.append(NEAR_DUPLICATES[1])
+    texts.append(read_prompts("mt_bench").iloc[0]["eval_prompt"])  # a verbatim copy: contaminated
+    return texts
+
+
+@pytest.fixture(scope="module")
+def semantic_view(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """`admap map --scorer annotation`, `admap neighbours --layout pca` and `admap view` on 22 instructions:
+    the page, and the layout it shows (layout.parquet)."""
+    tmp_path = tmp_path_factory.mktemp("semantic")
+    rows = [
+        {
+            "instruction": text,
+            "proxy": "A helpful answer.",
+            "completions": [
+                {"response": f"A careful answer to question {k}.", "fine-grained_score": 5.0},
+                {"response": f"A middling answer to question {k}.", "fine-grained_score": float(1 + k % 5)},
+                {"response": "No.", "fine-grained_score": float(1 + k % 2)},
+            ],
+        }
+        for k, text in enumerate(semantic_texts())
+    ]
+    run = map_without_models(rows, tmp_path, scorer="annotation")
+    assert main(["neighbours", str(run), "--layout", "pca", "--quiet"]) == 0
+    assert main(["view", str(run), "--quiet"]) == 0
+    return run / "view.html", pd.read_parquet(run / "neighbours" / "layout.parquet")
+
+
+def isolated(layout: pd.DataFrame) -> str:
+    """The instruction farthest from any other in the semantic view (its range scaled to 1): hovering it finds it."""
+    xy = layout[["semantic_x", "semantic_y"]].to_numpy()
+    xy = (xy - xy.min(axis=0)) / np.ptp(xy, axis=0)
+    distances = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 10
+    return layout["instruction_id"].iloc[int(distances.min(axis=1).argmax())]
+
+
+def panel_image(view: Opened, panel: str) -> bytes:
+    return view.page.locator("#plot" if panel == "map" else "#semantic-plot").screenshot()
+
+
+def coloured_pixels(png: bytes) -> int:
+    """Pixels far from grey: the points (axes, text and the white ground are grey)."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+    return int(((pixels.max(axis=2) - pixels.min(axis=2)) > 60).sum())
+
+
+def drag_box(view: Opened, corner: tuple[float, float], opposite: tuple[float, float], panel: str = "map") -> None:
+    where = "([x, y, p]) => window.admapView.toScreen(x, y, p)"
+    start, end = (view.page.evaluate(where, [float(x), float(y), panel]) for x, y in (corner, opposite))
+    view.page.mouse.move(start["x"], start["y"])
+    view.page.mouse.down()
+    view.page.mouse.move(end["x"], end["y"], steps=8)
+    view.page.mouse.up()
+
+
+def highlighted(view: Opened, panel: str) -> list[str]:
+    return view.page.evaluate("(p) => window.admapView.highlightedIds(p)", panel)
+
+
+def test_the_semantic_view_is_drawn_beside_the_map(open_view, semantic_view):
+    page, layout = semantic_view
+    view = open_view(page)
+    api = view.page.evaluate("() => [window.admapView.panels, window.admapView.drawn, window.admapView.count]")
+    assert api == [["map", "semantic"], {"map": len(layout), "semantic": len(layout)}, len(layout)]
+    expect(view.page.locator("#semantic-panel")).to_be_visible()
+    expect(view.page.locator("#map-title")).to_be_visible()
+    title = view.page.locator("#semantic-title")
+    expect(title).to_contain_text("semantic view — instructions by meaning (PCA of all-MiniLM-L6-v2 embeddings; ")
+    expect(title).to_contain_text(re.compile(r"; \d+% of neighbourhoods kept\)$"))
+    # Side by side at this width: the semantic panel is right of the map.
+    boxes = [view.page.locator(selector).bounding_box() for selector in ("#plot", "#semantic-plot")]
+    assert boxes[1]["x"] >= boxes[0]["x"] + boxes[0]["width"] - 1 and abs(boxes[1]["y"] - boxes[0]["y"]) < 1
+    for panel in ("map", "semantic"):
+        assert coloured_pixels(panel_image(view, panel)) > 20 * len(layout)  # every point a few pixels at least
+    # Hover and click in the semantic view: its own tooltip, the page's detail panel.
+    hovered = isolated(layout)
+    text = pd.read_parquet(page.parent / "map.parquet").set_index("instruction_id").loc[hovered, "instruction"]
+    point = view.page.evaluate("(id) => window.admapView.project(window.admapView.indexOf(id), 'semantic')", hovered)
+    view.page.mouse.move(point["x"], point["y"])
+    expect(view.page.locator("#semantic-tooltip")).to_have_attribute("data-instruction-id", hovered)
+    expect(view.page.locator("#semantic-tooltip .text")).to_have_text(text)
+    expect(view.page.locator("#tooltip")).to_be_hidden()
+    view.page.mouse.click(point["x"], point["y"])
+    expect(view.page.locator("#detail")).to_have_attribute("data-instruction-id", hovered)
+    view.page.keyboard.press("Escape")
+    # Narrow, the panels stack.
+    view.page.set_viewport_size({"width": 900, "height": 900})
+    view.page.wait_for_timeout(100)
+    boxes = [view.page.locator(selector).bounding_box() for selector in ("#plot", "#semantic-plot")]
+    assert boxes[1]["y"] >= boxes[0]["y"] + boxes[0]["height"] - 1
+    assert view.errors == []
+
+
+def test_a_box_in_the_semantic_view_selects_in_both_panels(open_view, semantic_view, tmp_path):
+    page, layout = semantic_view
+    view = open_view(page)
+    # The right half of the layout, cut halfway between two points; inside the plot's padding all round.
+    xs = np.sort(layout["semantic_x"].to_numpy())
+    cut = float(xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    inside = set(layout.loc[layout["semantic_x"] > cut, "instruction_id"])
+    x_pad, y_pad = 0.02 * np.ptp(xs), 0.02 * np.ptp(layout["semantic_y"])
+    top, bottom = layout["semantic_y"].max() + y_pad, layout["semantic_y"].min() - y_pad
+    before = panel_image(view, "map")
+    view.page.click("#tool-box")
+    drag_box(view, (cut, top), (xs[-1] + x_pad, bottom), panel="semantic")
+    expect(view.page.locator("#selection-count")).to_have_text(f"{len(inside)} instructions selected")
+    ids = view.page.evaluate("() => window.admapView.selectedIds()")
+    assert set(ids) == inside and highlighted(view, "map") == ids and highlighted(view, "semantic") == ids
+    assert panel_image(view, "map") != before  # the map rings them too
+    assert exported_ids(view, tmp_path) == ids
+    # Shift and a box in the map add to it: the union, exported as one selection.
+    map_table = pd.read_parquet(page.parent / "map.parquet")
+    aligned = map_table.loc[map_table["mean_score"] >= map_table["mean_score"].quantile(0.75)]
+    variance, mean = map_table["score_variance"], map_table["mean_score"]
+    view.page.keyboard.down("Shift")
+    drag_box(
+        view,
+        (variance.min() - 0.02 * np.ptp(variance), mean.max() + 0.02 * np.ptp(mean)),
+        (variance.max() + 0.02 * np.ptp(variance), aligned["mean_score"].min() - 1e-4),
+    )
+    view.page.keyboard.up("Shift")
+    union = inside | set(aligned["instruction_id"])
+    expect(view.page.locator("#selection-count")).to_have_text(f"{len(union)} instructions selected")
+    assert set(exported_ids(view, tmp_path)) == union and set(highlighted(view, "semantic")) == union
+    # Clear clears both; the search highlights in both.
+    view.page.click("#clear")
+    expect(view.page.locator("#selection-count")).to_have_text("nothing selected")
+    assert highlighted(view, "map") == highlighted(view, "semantic") == []
+    view.page.fill("#search", "recipe")
+    expect(view.page.locator("#search-count")).to_have_text(f"{len(DISHES) + 1} matches, {len(DISHES) + 1} on the map")
+    matched = view.page.evaluate("() => window.admapView.matchedIds()")
+    assert highlighted(view, "map") == highlighted(view, "semantic") == matched and len(matched) == len(DISHES) + 1
+    assert view.errors == []
+
+
+def test_zoom_is_each_panels_own_and_reset_resets_both(open_view, semantic_view):
+    page, layout = semantic_view
+    view = open_view(page)
+    where = "([i, p]) => window.admapView.project(i, p)"
+    start = {p: view.page.evaluate(where, [0, p]) for p in ("map", "semantic")}
+    centre = view.page.locator("#semantic-plot").bounding_box()
+    view.page.mouse.move(centre["x"] + centre["width"] / 2, centre["y"] + centre["height"] / 2)
+    view.page.mouse.wheel(0, -400)
+    view.page.wait_for_timeout(100)
+    assert view.page.evaluate(where, [0, "semantic"]) != start["semantic"]
+    assert view.page.evaluate(where, [0, "map"]) == start["map"]
+    point = view.page.locator("#plot").bounding_box()
+    view.page.mouse.move(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
+    view.page.mouse.wheel(0, -400)
+    view.page.wait_for_timeout(100)
+    assert view.page.evaluate(where, [0, "map"]) != start["map"]
+    view.page.click("#reset")
+    assert {p: view.page.evaluate(where, [0, p]) for p in ("map", "semantic")} == start
+
+
+def test_the_colouring_drives_both_panels_and_offers_the_neighbourhood_flags(open_view, semantic_view):
+    page, layout = semantic_view
+    view = open_view(page)
+    keys = view.page.locator("#colour option").evaluate_all("(options) => options.map((o) => o.dataset.key)")
+    assert {"region", "near_duplicate", "contamination"} <= set(keys)
+    before = {panel: panel_image(view, panel) for panel in ("map", "semantic")}
+    view.page.select_option("#colour", str(keys.index("contamination")))
+    legend = view.page.locator("#legend")
+    expect(view.page.locator("#legend-title")).to_have_text("contamination with evaluation prompts (admap neighbours)")
+    expect(legend.locator("li", has_text="contaminated: mt_bench").locator(".count")).to_have_text("1")
+    expect(legend.locator("li", has_text="not contaminated").locator(".count")).to_have_text(str(len(layout) - 1))
+    for panel in ("map", "semantic"):
+        assert panel_image(view, panel) != before[panel]
+    view.page.select_option("#colour", str(keys.index("near_duplicate")))
+    expect(legend.locator("li", has_text="left out by --drop-near-duplicates").locator(".count")).to_have_text("1")
+    expect(legend.locator("li", has_text="kept one of a near-duplicate group").locator(".count")).to_have_text("1")
+    groups = pd.read_parquet(page.parent / "neighbours" / "near_duplicates.parquet")
+    assert set(groups["instruction_id"]) == set(layout["instruction_id"].iloc[[0, len(layout) - 2]])
+    # The tooltip names the hovered instruction's flag in the colouring shown.
+    view.page.select_option("#colour", str(keys.index("contamination")))
+    hovered = isolated(layout)
+    contaminated = pd.read_parquet(page.parent / "neighbours" / "contamination.parquet").set_index("instruction_id")
+    flag = "contaminated: mt_bench" if contaminated.loc[hovered, "is_contaminated"] else "not contaminated"
+    point = view.page.evaluate("(id) => window.admapView.project(window.admapView.indexOf(id), 'semantic')", hovered)
+    view.page.mouse.move(point["x"], point["y"])
+    tooltip = view.page.locator("#semantic-tooltip")
+    expect(tooltip).to_have_attribute("data-instruction-id", hovered)
+    expect(tooltip.locator(".stats")).to_contain_text(flag)
+    assert view.errors == []
+
+
+def test_without_neighbours_the_page_has_one_panel(open_view, hostile_view):
+    view = open_view(hostile_view)
+    assert view.page.evaluate("() => window.admapView.panels") == ["map"]
+    expect(view.page.locator("#semantic-panel")).to_be_hidden()
+    expect(view.page.locator("#map-title")).to_be_hidden()
+    expect(view.page.locator("#semantic-note")).to_be_hidden()
+    keys = view.page.locator("#colour option").evaluate_all("(options) => options.map((o) => o.dataset.key)")
+    assert "near_duplicate" not in keys and "contamination" not in keys
+    # The map fills the width the side panel leaves.
+    plot = view.page.locator("#plot").bounding_box()
+    aside = view.page.locator("aside").bounding_box()
+    assert plot["x"] == 0 and abs(plot["x"] + plot["width"] - aside["x"]) < 1
+
+
+def test_without_webgl_both_panels_draw_on_2d_canvases(playwright, semantic_view, tmp_path):
+    page, layout = semantic_view
+    driver, path = playwright
+    browser = driver.chromium.launch(executable_path=path, args=[*CHROMIUM_ARGS, "--disable-3d-apis"])
+    try:
+        view = Opened(browser, page)
+        assert view.page.evaluate("() => window.admapView.renderers") == {"map": "canvas2d", "semantic": "canvas2d"}
+        for panel in ("map", "semantic"):
+            assert coloured_pixels(panel_image(view, panel)) > 20 * len(layout)
+        xs = np.sort(layout["semantic_x"].to_numpy())
+        cut = float(xs[-3] + xs[-2]) / 2  # the two rightmost points
+        pad = 0.02 * np.ptp(layout["semantic_y"])
+        view.page.click("#tool-box")
+        drag_box(
+            view,
+            (cut, layout["semantic_y"].max() + pad),
+            (xs[-1] + 0.02 * np.ptp(xs), layout["semantic_y"].min() - pad),
+            panel="semantic",
+        )
+        expect(view.page.locator("#selection-count")).to_have_text("2 instructions selected")
+        assert len(highlighted(view, "map")) == 2
         assert view.errors == []
     finally:
         browser.close()

@@ -20,7 +20,7 @@ class Command:
 
 
 # In the order `admap --help` lists them.
-COMMAND_MODULES = ("map", "select", "proxy", "compare", "diagnose", "view", "push", "bench")
+COMMAND_MODULES = ("map", "select", "proxy", "compare", "diagnose", "neighbours", "view", "push", "bench")
 
 
 def commands() -> dict[str, Command]:

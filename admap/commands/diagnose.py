@@ -7,11 +7,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from admap import diagnose
 from admap.commands import Command
+from admap.commands.neighbours import run_model
 from admap.config import option
+from admap.embed import EmbeddingOptions
+from admap.embedding_store import embedded_texts
 from admap.provenance import command_line
 from admap.run_folder import MapRun, writing_into
 from admap.score.annotation import annotation_labels
@@ -26,11 +30,23 @@ class DiagnoseConfig:
 
     run_dir: str = option(help="a run directory written by `admap map`", positional=True)
     top: int = option(50, "suspect pairs shown with their texts in report.md")
+    neighbour_k: int = option(
+        0,
+        "also read each pair's label against those of the K pairs most like it (response embeddings, FAISS): "
+        "the neighbour_suspicion column, independent of the scores (0: off)",
+    )
+    embedding_model: str | None = option(
+        None, "neighbour_k: sentence-transformers model (default: the run's, else all-MiniLM-L6-v2)"
+    )
+    embedding: EmbeddingOptions = option(EmbeddingOptions(), "neighbour_k: precision, the embedding cache, the engine")
+    device: str = option("auto", "neighbour_k: auto, cpu, cuda, ...")
     out: str | None = option(None, "output folder (default: RUN_DIR/diagnosis)")
 
     def __post_init__(self) -> None:
         if self.top < 0:
             raise ValueError(f"top must be >= 0, got {self.top}")
+        if self.neighbour_k < 0:
+            raise ValueError(f"neighbour_k must be >= 0, got {self.neighbour_k}")
 
 
 def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str | None = None) -> Path:
@@ -49,7 +65,10 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
         on="instruction_id",
         how="left",
     )
-    suspects = diagnose.rank_suspects(diagnose.pair_suspicion(pairs, responses))
+    suspicion = diagnose.pair_suspicion(pairs, responses)
+    if config.neighbour_k:
+        suspicion["neighbour_suspicion"] = neighbour_suspicion(run, responses, pairs, config, progress)
+    suspects = diagnose.rank_suspects(suspicion)
     text = responses.set_index("response_id")
     for side in ("chosen", "rejected"):
         ids = suspects[f"{side}_id"]
@@ -82,6 +101,13 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
         "lowest_cosine_1pct": by_cosine.head(tail)["instruction_id"].tolist(),
         "highest_cosine_1pct": by_cosine.tail(tail)["instruction_id"].tolist(),
     }
+    if config.neighbour_k:
+        against = suspects["neighbour_suspicion"] > 0
+        summary["neighbour_labels"] = {
+            "k": config.neighbour_k,
+            "pairs_against_their_neighbours": int(against.sum()),
+            "suspect_pairs_against_their_neighbours": int((against & suspects["is_suspect"]).sum()),
+        }
     # The folder is written whole: an earlier diagnosis there is replaced, never mixed with this one.
     with writing_into(run.path, out) as staging:
         suspects.to_parquet(staging / "suspects.parquet", index=False)
@@ -90,6 +116,23 @@ def run_diagnose(config: DiagnoseConfig, *, progress: bool = True, command: str 
         (staging / "report.md").write_text(diagnosis_report(summary, suspects, config.top))
     logger.info("%s: %d of %d pairs contradicted by the scores", out, summary["suspect_pairs"], summary["pairs"])
     return out
+
+
+def neighbour_suspicion(
+    run: MapRun, responses: pd.DataFrame, pairs: pd.DataFrame, config: DiagnoseConfig, progress: bool
+) -> np.ndarray:
+    """`diagnose.neighbour_label_suspicion` of ``pairs`` on the responses' embeddings."""
+    features, _ = embedded_texts(
+        responses["response"].fillna("").astype(str).tolist(),
+        model=config.embedding_model or run_model(run),
+        options=config.embedding,
+        device=config.device,
+        batch_size=None,
+        progress=progress,
+    )
+    position = pd.Series(np.arange(len(responses)), index=responses["response_id"].to_numpy())
+    ends = np.column_stack([pairs["chosen_id"].map(position), pairs["rejected_id"].map(position)]).astype(np.int64)
+    return diagnose.neighbour_label_suspicion(features, ends, k=config.neighbour_k)
 
 
 def _quote(text: str, limit: int = 700) -> str:
@@ -108,12 +151,21 @@ def diagnosis_report(summary: dict, suspects: pd.DataFrame, top: int) -> str:
         f"low impact (all labels tied or all scores equal) {summary['instructions_low_impact']}",
         f"- command: `{summary['command']}`",
         "",
-        f"## The {min(top, int(suspects['is_suspect'].sum()))} most suspect pairs",
-        "",
     ]
+    if "neighbour_labels" in summary:
+        near = summary["neighbour_labels"]
+        lines.insert(
+            -1,
+            f"- labels against those of the {near['k']} most alike pairs (neighbour_suspicion > 0): "
+            f"{near['pairs_against_their_neighbours']} pairs, {near['suspect_pairs_against_their_neighbours']} "
+            "of them also contradicted by the scores",
+        )
+    lines += [f"## The {min(top, int(suspects['is_suspect'].sum()))} most suspect pairs", ""]
     for row in suspects[suspects["is_suspect"]].head(top).itertuples():
         lines += [
-            f"### {row.rank}. suspicion {row.suspicion_score:.2f} — instruction `{row.instruction_id}`",
+            f"### {row.rank}. suspicion {row.suspicion_score:.2f}"
+            + (f", against its neighbours {row.neighbour_suspicion:+.2f}" if "neighbour_labels" in summary else "")
+            + f" — instruction `{row.instruction_id}`",
             "",
             _quote(str(row.instruction), 400),
             "",

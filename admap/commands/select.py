@@ -21,7 +21,7 @@ from admap.config import option, to_dict
 from admap.durable import publish, write_bytes
 from admap.hub import PushWhenWritten
 from admap.provenance import provenance
-from admap.run_folder import Diagnosis, MapRun
+from admap.run_folder import NEIGHBOURS, Diagnosis, MapRun
 from admap.select import (
     PAIR_COLUMNS,
     PAIR_RULES,
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 ORDER = (
     "mapped instructions, then --include-ids keeps the listed ones, then --exclude-ids leaves the listed ones out, "
+    "then --drop-near-duplicates and --drop-contaminated leave out what `admap neighbours` flagged, "
     "then --drop-suspects-* drops flagged pairs (the pair, not its instruction), then the strategy chooses from "
     "what is left, sized against it"
 )
@@ -50,7 +51,8 @@ class SelectConfig:
     """`admap select`: the DPO pairs of the instructions one selection strategy keeps, from a finished map run.
 
     Before the strategy chooses, --include-ids keeps only the listed instructions, --exclude-ids leaves the
-    listed ones out (an id in both is left out), and --drop-suspects-top/--drop-suspects-above drop the
+    listed ones out (an id in both is left out), --drop-near-duplicates and --drop-contaminated leave out
+    what `admap neighbours` flagged, and --drop-suspects-top/--drop-suspects-above drop the
     pairs `admap diagnose` flags (the pair alone, never its instruction); the strategy then chooses from
     what is left, sized against it. A summary of every step is written beside the pairs
     (<out>.summary.json)."""
@@ -82,6 +84,17 @@ class SelectConfig:
     diagnosis: str | None = option(
         None, "the `admap diagnose` folder the --drop-suspects flags read (default: RUN_DIR/diagnosis)"
     )
+    drop_near_duplicates: bool = option(
+        False,
+        "leave out the near duplicates `admap neighbours` found: every member of a group but the one it keeps "
+        "(the first in the dataset's order)",
+    )
+    drop_contaminated: bool = option(
+        False, "leave out the instructions `admap neighbours` found contaminated with its evaluation prompts"
+    )
+    neighbours: str | None = option(
+        None, "the `admap neighbours` folder those two flags read (default: RUN_DIR/neighbours)"
+    )
     out: str | None = option(
         None,
         "output JSONL (default: RUN_DIR/pairs/<strategy>[-f<fraction>]-<pair_rule>-seed<seed>[-dynamics<hash>]"
@@ -104,6 +117,11 @@ class SelectConfig:
                 f"diagnosis {self.diagnosis!r} is read only to drop suspect pairs: "
                 "give --drop-suspects-top K or --drop-suspects-above X"
             )
+        if self.neighbours is not None and not self.drops_neighbours:
+            raise ValueError(
+                f"neighbours {self.neighbours!r} is read only to leave instructions out: "
+                "give --drop-near-duplicates or --drop-contaminated"
+            )
         if self.drops_suspects and self.pair_rule == "alignment_score":
             raise ValueError(
                 "drop_suspects_* drops the annotated pairs the scores contradict; pair_rule 'alignment_score' "
@@ -114,6 +132,10 @@ class SelectConfig:
     @property
     def drops_suspects(self) -> bool:
         return self.drop_suspects_top is not None or self.drop_suspects_above is not None
+
+    @property
+    def drops_neighbours(self) -> bool:
+        return self.drop_near_duplicates or self.drop_contaminated
 
     @staticmethod
     def epilog() -> str:
@@ -136,6 +158,12 @@ class SelectConfig:
             if path is not None:
                 assert kind in digests, f"default_out needs the SHA-256 of the {kind} file {path}"
                 name += f"-{kind}{digests[kind][:8]}"
+        if self.drop_near_duplicates:
+            name += "-dedup"
+        if self.drop_contaminated:
+            name += "-decontam"
+        if self.neighbours:
+            name += "-neighbours" + _path_digest(self.neighbours)
         if self.drop_suspects_top is not None:
             name += f"-drop-top{self.drop_suspects_top}"
         if self.drop_suspects_above is not None:
@@ -241,6 +269,26 @@ def suspects_record(config: SelectConfig, diagnosis: Diagnosis, pool: curate.Cur
     }
 
 
+def excluded_ids(id_files: dict, neighbour_drops: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The ids the pool leaves out: the exclude file's and those `admap neighbours` flagged."""
+    parts = [id_files["exclude"][0].ids] if "exclude" in id_files else []
+    parts += list(neighbour_drops.values())
+    return pd.unique(np.concatenate(parts)) if parts else None
+
+
+def neighbours_record(
+    config: SelectConfig, run: MapRun, drops: dict[str, np.ndarray], pool: curate.CuratedPool
+) -> dict:
+    """What the neighbour flags left out of the pool, by flag: the ids that were in it after --include-ids."""
+    included = set(pool.instructions.excluded) | set(pool.instructions.map_table[curate.ID_COLUMN])
+    folder = Path(config.neighbours) if config.neighbours else run.path / NEIGHBOURS
+    record = {"folder": str(folder)}
+    for name, ids in drops.items():
+        left_out = [i for i in ids if i in included]
+        record[name] = {"flagged": int(len(ids)), "left_out": len(left_out), "left_out_ids": left_out}
+    return record
+
+
 def run_select(config: SelectConfig, *, progress: bool = True, command: str | None = None) -> Path:
     """Write the pairs of the instructions ``config.selection`` keeps from a finished run, after the curation
     filters in `admap.curate`'s order, and their summary beside them; returns the pairs' path."""
@@ -253,6 +301,13 @@ def run_select(config: SelectConfig, *, progress: bool = True, command: str | No
         for kind, path in (("include", config.include_ids), ("exclude", config.exclude_ids))
         if path is not None
     }
+    neighbour_drops = (
+        run.neighbours(config.neighbours).to_drop(
+            near_duplicates=config.drop_near_duplicates, contaminated=config.drop_contaminated
+        )
+        if config.drops_neighbours
+        else {}
+    )
     diagnosis = run.diagnosis(config.diagnosis) if config.drops_suspects else None
     if diagnosis is not None:
         curate.check_suspects_table(diagnosis.suspects, source=str(diagnosis.suspects_path))
@@ -262,7 +317,7 @@ def run_select(config: SelectConfig, *, progress: bool = True, command: str | No
         map_table,
         preference_pairs(responses, rule=config.pair_rule, annotated=run.preferences(), seed=selection.seed),
         include=id_files["include"][0].ids if "include" in id_files else None,
-        exclude=id_files["exclude"][0].ids if "exclude" in id_files else None,
+        exclude=excluded_ids(id_files, neighbour_drops),
         suspects=diagnosis.suspects if diagnosis is not None else None,
         top=config.drop_suspects_top,
         above=config.drop_suspects_above,
@@ -312,10 +367,14 @@ def run_select(config: SelectConfig, *, progress: bool = True, command: str | No
         },
         "include_ids": id_file_record(*id_files["include"]) if "include" in id_files else None,
         "exclude_ids": (
-            {**id_file_record(*id_files["exclude"]), "excluded_ids": pool.instructions.excluded.tolist()}
+            {
+                **id_file_record(*id_files["exclude"]),
+                "excluded_ids": [i for i in pool.instructions.excluded if i in set(id_files["exclude"][0].ids)],
+            }
             if "exclude" in id_files
             else None
         ),
+        "neighbours": neighbours_record(config, run, neighbour_drops, pool) if neighbour_drops else None,
         "drop_suspects": suspects_record(config, diagnosis, pool, ids) if diagnosis is not None else None,
     }
     with run.writing(out):

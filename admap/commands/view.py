@@ -49,6 +49,7 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         run.summary,
         suspects=run.suspects(),
         others=others,
+        neighbourhoods=run.neighbourhoods_if_any(),
         max_points=config.max_points or None,
         seed=config.seed,
         text_budget=config.text_budget,

@@ -1,5 +1,10 @@
 // admap view: the alignment data map in the browser. Hand-written, no libraries, no network.
 // Dataset text reaches the DOM through textContent only: responses may hold HTML and scripts.
+//
+// The page draws one panel, the mean–variance map, or two where `admap neighbours` has run: the map and the
+// semantic view (the instructions' embeddings laid out in 2-D). A panel owns its canvases, its coordinates,
+// its view (pan and zoom), its grid for hover and its renderer; the colouring, the selection, the search
+// matches and the opened instruction are the page's, so that whatever one panel selects the other shows.
 (function () {
   "use strict";
 
@@ -7,128 +12,13 @@
   const meta = data.meta;
   const ins = data.instructions;
   const res = data.responses;
+  const semantic = data.semantic || null;
   const n = ins.id.length;
   const GRID = 256;
-  const MARGIN = { left: 66, right: 16, top: 14, bottom: 44 };
   const MISSING_RGB = [200, 200, 200];
   const VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
   const RESULTS_SHOWN = 100;
   const $ = (id) => document.getElementById(id);
-
-  // ---- coordinates. Values are normalised to [0, 1] over their padded extent, so that float32 keeps
-  // the precision of variances near 1e-5; the view is a window onto that unit square.
-  function extent(values) {
-    let low = Infinity;
-    let high = -Infinity;
-    for (const value of values) {
-      if (value === null) continue;
-      if (value < low) low = value;
-      if (value > high) high = value;
-    }
-    if (!isFinite(low)) return [0, 1];
-    if (high - low < 1e-12) {
-      const pad = Math.abs(low) * 0.05 || 0.5;
-      return [low - pad, high + pad];
-    }
-    const pad = (high - low) * 0.04;
-    return [low - pad, high + pad];
-  }
-
-  const [xLow, xHigh] = extent(ins.x);
-  const [yLow, yHigh] = extent(ins.y);
-  const toU = (value) => (value - xLow) / (xHigh - xLow);
-  const toV = (value) => (value - yLow) / (yHigh - yLow);
-  const fromU = (u) => xLow + u * (xHigh - xLow);
-  const fromV = (v) => yLow + v * (yHigh - yLow);
-
-  const us = new Float32Array(n);
-  const vs = new Float32Array(n);
-  const onMap = new Uint8Array(n);
-  let mappedCount = 0;
-  for (let i = 0; i < n; i++) {
-    if (ins.x[i] === null || ins.y[i] === null) continue;
-    us[i] = toU(ins.x[i]);
-    vs[i] = toV(ins.y[i]);
-    onMap[i] = 1;
-    mappedCount++;
-  }
-
-  // ---- a uniform grid over the unit square: hover finds the nearest point in a few cells.
-  const cellOf = (w) => Math.min(GRID - 1, Math.max(0, Math.floor(w * GRID)));
-  const grid = (function buildGrid() {
-    const start = new Int32Array(GRID * GRID + 1);
-    const cells = new Int32Array(n).fill(-1);
-    for (let i = 0; i < n; i++) {
-      if (!onMap[i]) continue;
-      cells[i] = cellOf(vs[i]) * GRID + cellOf(us[i]);
-      start[cells[i] + 1]++;
-    }
-    for (let c = 0; c < GRID * GRID; c++) start[c + 1] += start[c];
-    const next = start.slice(0, GRID * GRID);
-    const items = new Int32Array(mappedCount);
-    for (let i = 0; i < n; i++) if (cells[i] >= 0) items[next[cells[i]]++] = i;
-    return { start, items };
-  })();
-
-  const state = {
-    view: { u0: 0, u1: 1, v0: 0, v1: 1 },
-    tool: "pan",
-    colouring: null,
-    hovered: -1,
-    opened: -1,
-    selected: new Uint8Array(n),
-    selectedCount: 0,
-    exportText: "", // the export of the selection, and the file name it is saved under
-    exportName: "",
-    matches: new Uint8Array(n),
-    matchCount: 0,
-    drag: null,
-  };
-  const colours = new Uint8Array(n * 4);
-  const flags = new Float32Array(n);
-  const baseSize = Math.max(2.5, Math.min(9, 8 * Math.pow(1000 / Math.max(mappedCount, 1), 0.25)));
-  const baseAlpha = Math.max(0.25, Math.min(0.9, 400 / Math.max(mappedCount, 1)));
-
-  const plot = $("plot");
-  let pointsCanvas = $("points");
-  const overlay = $("overlay");
-  const context = overlay.getContext("2d");
-  const tooltip = $("tooltip");
-  let box = { left: 0, top: 0, width: 1, height: 1, cssWidth: 1, cssHeight: 1, dpr: 1 };
-
-  function layout() {
-    const rect = plot.getBoundingClientRect();
-    const dpr = window.devicePixelRatio || 1;
-    for (const canvas of [pointsCanvas, overlay]) {
-      canvas.width = Math.max(1, Math.round(rect.width * dpr));
-      canvas.height = Math.max(1, Math.round(rect.height * dpr));
-    }
-    box = {
-      left: MARGIN.left,
-      top: MARGIN.top,
-      width: Math.max(10, rect.width - MARGIN.left - MARGIN.right),
-      height: Math.max(10, rect.height - MARGIN.top - MARGIN.bottom),
-      cssWidth: rect.width,
-      cssHeight: rect.height,
-      dpr,
-    };
-  }
-
-  // The plot resizes when the detail panel opens; the ResizeObserver catches up a frame later, callers
-  // that need positions now (the test hook) lay out first.
-  function ensureLayout() {
-    const rect = plot.getBoundingClientRect();
-    if (rect.width === box.cssWidth && rect.height === box.cssHeight) return;
-    layout();
-    scheduleDraw(true);
-  }
-
-  const screenX = (u) => box.left + ((u - state.view.u0) / (state.view.u1 - state.view.u0)) * box.width;
-  const screenY = (v) => box.top + (1 - (v - state.view.v0) / (state.view.v1 - state.view.v0)) * box.height;
-  const unitX = (x) => state.view.u0 + ((x - box.left) / box.width) * (state.view.u1 - state.view.u0);
-  const unitY = (y) => state.view.v0 + (1 - (y - box.top) / box.height) * (state.view.v1 - state.view.v0);
-  // Points grow a little when zoomed in, so that a dense corner opens up.
-  const pointSize = () => baseSize * Math.min(3, Math.max(1, Math.pow(1 / (state.view.u1 - state.view.u0), 0.3)));
 
   // ---- small helpers
   function element(tag, className, text) {
@@ -164,10 +54,58 @@
     return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f));
   }
 
+  function niceTicks(low, high, count) {
+    const span = high - low;
+    if (!(span > 0)) return [];
+    const raw = span / count;
+    const power = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
+    const ticks = [];
+    for (let t = Math.ceil(low / step) * step; t <= high + step * 1e-9; t += step) {
+      ticks.push(Math.abs(t) < step * 1e-9 ? 0 : t);
+    }
+    return ticks;
+  }
+
+  // Values are normalised to [0, 1] over their padded extent, so that float32 keeps the precision of
+  // variances near 1e-5; a panel's view is a window onto that unit square.
+  function extent(values) {
+    let low = Infinity;
+    let high = -Infinity;
+    for (const value of values) {
+      if (value === null) continue;
+      if (value < low) low = value;
+      if (value > high) high = value;
+    }
+    if (!isFinite(low)) return [0, 1];
+    if (high - low < 1e-12) {
+      const pad = Math.abs(low) * 0.05 || 0.5;
+      return [low - pad, high + pad];
+    }
+    const pad = (high - low) * 0.04;
+    return [low - pad, high + pad];
+  }
+
   const categoryOf = (mode, i) => mode.names[mode.codes[i]];
   const regionOf = (i) => ins.region[i] || "unmapped";
 
-  // ---- renderers: WebGL, or a 2D canvas where WebGL is missing.
+  // ---- the page's state, shared by the panels
+  const state = {
+    tool: "pan",
+    colouring: null,
+    hovered: -1,
+    opened: -1,
+    selected: new Uint8Array(n),
+    selectedCount: 0,
+    exportText: "", // the export of the selection, and the file name it is saved under
+    exportName: "",
+    matches: new Uint8Array(n),
+    matchCount: 0,
+  };
+  const colours = new Uint8Array(n * 4);
+  const flags = new Float32Array(n);
+
+  // ---- renderers: WebGL, or a 2D canvas where WebGL is missing. Each draws one panel's points.
   const VERTEX_SHADER = `
     attribute vec2 a_position;
     attribute vec4 a_colour;
@@ -213,7 +151,7 @@
       gl_FragColor = v_colour;
     }`;
 
-  function webglRenderer(canvas) {
+  function webglRenderer(canvas, panel) {
     let gl = null;
     try {
       gl = canvas.getContext("webgl", { antialias: false, premultipliedAlpha: false, preserveDrawingBuffer: true });
@@ -253,12 +191,12 @@
       gl.vertexAttribPointer(location, size, type, normalised, 0, 0);
       return buffer;
     };
-    // Points off the map sit far outside clip space and are never drawn.
+    // Points without a position in this panel sit far outside clip space and are never drawn.
     const positions = new Float32Array(2 * n).fill(-10);
     for (let i = 0; i < n; i++) {
-      if (!onMap[i]) continue;
-      positions[2 * i] = us[i];
-      positions[2 * i + 1] = vs[i];
+      if (!panel.on[i]) continue;
+      positions[2 * i] = panel.us[i];
+      positions[2 * i + 1] = panel.vs[i];
     }
     gl.useProgram(program);
     attach("a_position", positions, 2, gl.FLOAT, false);
@@ -273,6 +211,7 @@
       setColours: () => upload(colourBuffer, colours),
       setFlags: () => upload(flagBuffer, flags),
       draw(size, alpha, dim, anyFlagged) {
+        const box = panel.box;
         const dpr = box.dpr;
         gl.disable(gl.SCISSOR_TEST);
         gl.viewport(0, 0, canvas.width, canvas.height);
@@ -287,7 +226,7 @@
         gl.scissor(x, y, width, height);
         gl.enable(gl.BLEND);
         gl.blendFunc(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA);
-        const view = state.view;
+        const view = panel.view;
         gl.uniform4f(uniforms.view, view.u0, view.v0, 1 / (view.u1 - view.u0), 1 / (view.v1 - view.v0));
         gl.uniform1f(uniforms.size, size * dpr);
         gl.uniform1f(uniforms.alpha, alpha);
@@ -302,7 +241,7 @@
     };
   }
 
-  function canvasRenderer(canvas) {
+  function canvasRenderer(canvas, panel) {
     const context2d = canvas.getContext("2d");
     let groups = new Map();
     return {
@@ -310,7 +249,7 @@
       setColours() {
         groups = new Map();
         for (let i = 0; i < n; i++) {
-          if (!onMap[i]) continue;
+          if (!panel.on[i]) continue;
           const key = `rgb(${colours[4 * i]},${colours[4 * i + 1]},${colours[4 * i + 2]})`;
           if (!groups.has(key)) groups.set(key, []);
           groups.get(key).push(i);
@@ -318,6 +257,8 @@
       },
       setFlags() {},
       draw(size, alpha, dim, anyFlagged) {
+        const box = panel.box;
+        const { us, vs, screenX, screenY } = panel;
         context2d.setTransform(1, 0, 0, 1, 0, 0);
         context2d.fillStyle = "#fff";
         context2d.fillRect(0, 0, canvas.width, canvas.height);
@@ -351,136 +292,473 @@
     };
   }
 
-  // A canvas that has been asked for WebGL cannot give a 2D context: the fallback draws on a new one.
-  function freshCanvas() {
-    const canvas = element("canvas");
-    canvas.id = "points";
-    pointsCanvas.replaceWith(canvas);
-    pointsCanvas = canvas;
-    return canvas;
-  }
-
-  const renderer = webglRenderer(pointsCanvas) || canvasRenderer(freshCanvas());
-
-  // ---- drawing
-  function niceTicks(low, high, count) {
-    const span = high - low;
-    if (!(span > 0)) return [];
-    const raw = span / count;
-    const power = Math.pow(10, Math.floor(Math.log10(raw)));
-    const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw);
-    const ticks = [];
-    for (let t = Math.ceil(low / step) * step; t <= high + step * 1e-9; t += step) {
-      ticks.push(Math.abs(t) < step * 1e-9 ? 0 : t);
-    }
-    return ticks;
-  }
-
-  function drawOverlay() {
-    const c = context;
-    c.setTransform(box.dpr, 0, 0, box.dpr, 0, 0);
-    c.clearRect(0, 0, box.cssWidth, box.cssHeight);
-    const right = box.left + box.width;
-    const bottom = box.top + box.height;
-    c.strokeStyle = "#999";
-    c.lineWidth = 1;
-    c.strokeRect(box.left + 0.5, box.top + 0.5, box.width - 1, box.height - 1);
-    c.fillStyle = "#444";
-    c.font = "11px system-ui, sans-serif";
-    c.textAlign = "center";
-    c.textBaseline = "top";
-    for (const t of niceTicks(fromU(state.view.u0), fromU(state.view.u1), Math.max(2, box.width / 110))) {
-      const x = screenX(toU(t));
-      c.fillRect(x, bottom, 1, 4);
-      c.fillText(formatNumber(t), x, bottom + 6);
-    }
-    c.fillText("variance of alignment scores", box.left + box.width / 2, bottom + 24);
-    c.textAlign = "right";
-    c.textBaseline = "middle";
-    for (const t of niceTicks(fromV(state.view.v0), fromV(state.view.v1), Math.max(2, box.height / 70))) {
-      const y = screenY(toV(t));
-      c.fillRect(box.left - 4, y, 4, 1);
-      c.fillText(formatNumber(t), box.left - 6, y);
-    }
-    c.save();
-    c.translate(12, box.top + box.height / 2);
-    c.rotate(-Math.PI / 2);
-    c.textAlign = "center";
-    c.fillText("mean alignment score", 0, 0);
-    c.restore();
-
-    // The thresholds as the static figure draws them: the mean one splits only the low-variance side.
-    const thresholds = meta.thresholds;
-    c.save();
-    c.beginPath();
-    c.rect(box.left, box.top, box.width, box.height);
-    c.clip();
-    c.setLineDash([5, 4]);
-    c.strokeStyle = "#555";
-    c.beginPath();
-    if (thresholds.variance !== null) {
-      const x = screenX(toU(thresholds.variance));
-      c.moveTo(x, box.top);
-      c.lineTo(x, bottom);
-    }
-    if (thresholds.mean !== null) {
-      const y = screenY(toV(thresholds.mean));
-      c.moveTo(box.left, y);
-      c.lineTo(thresholds.variance !== null ? screenX(toU(thresholds.variance)) : right, y);
-    }
-    c.stroke();
-    c.setLineDash([]);
-    if (state.opened >= 0 && onMap[state.opened]) {
-      c.beginPath();
-      c.arc(screenX(us[state.opened]), screenY(vs[state.opened]), pointSize() / 2 + 6, 0, 2 * Math.PI);
-      c.lineWidth = 2.5;
-      c.strokeStyle = "#c2185b";
-      c.stroke();
-    }
-    if (state.hovered >= 0) {
-      c.beginPath();
-      c.arc(screenX(us[state.hovered]), screenY(vs[state.hovered]), pointSize() / 2 + 4, 0, 2 * Math.PI);
-      c.lineWidth = 2;
-      c.strokeStyle = "#111";
-      c.stroke();
-    }
-    const drag = state.drag;
-    if (drag && drag.moved && drag.tool === "box") {
-      c.fillStyle = "rgba(47, 59, 82, 0.08)";
-      c.strokeStyle = "#2f3b52";
-      c.lineWidth = 1;
-      const x = Math.min(drag.start.x, drag.last.x);
-      const y = Math.min(drag.start.y, drag.last.y);
-      c.fillRect(x, y, Math.abs(drag.last.x - drag.start.x), Math.abs(drag.last.y - drag.start.y));
-      c.strokeRect(x, y, Math.abs(drag.last.x - drag.start.x), Math.abs(drag.last.y - drag.start.y));
-    }
-    if (drag && drag.moved && drag.tool === "lasso") {
-      c.beginPath();
-      drag.points.forEach((p, k) => (k ? c.lineTo(p.x, p.y) : c.moveTo(p.x, p.y)));
-      c.closePath();
-      c.fillStyle = "rgba(47, 59, 82, 0.08)";
-      c.fill();
-      c.strokeStyle = "#2f3b52";
-      c.lineWidth = 1;
-      c.stroke();
-    }
-    c.restore();
-  }
-
-  const pending = { points: false, frame: 0 };
+  // ---- drawing: one animation frame redraws every panel that asked for it.
+  let frame = 0;
   function drawFrame() {
-    pending.frame = 0;
-    if (pending.points) {
-      const anyFlagged = state.selectedCount > 0 || state.matchCount > 0;
-      renderer.draw(pointSize(), baseAlpha, anyFlagged, anyFlagged);
-      pending.points = false;
-    }
-    drawOverlay();
+    frame = 0;
+    for (const panel of panels) panel.drawNow();
   }
 
   function scheduleDraw(points) {
-    pending.points = pending.points || points;
-    if (!pending.frame) pending.frame = requestAnimationFrame(drawFrame);
+    for (const panel of panels) panel.schedule(points);
+  }
+
+  // ---- a panel: a scatter plot of the instructions at (xs[i], ys[i]), null where one has no position.
+  // options: name, root (the element holding the canvases), xs, ys, xLabel, yLabel, margin, ticks (numbers on
+  // the axes), thresholds (the map's region lines).
+  function createPanel(options) {
+    const root = options.root;
+    const margin = options.margin;
+    const [xLow, xHigh] = extent(options.xs);
+    const [yLow, yHigh] = extent(options.ys);
+    const toU = (value) => (value - xLow) / (xHigh - xLow);
+    const toV = (value) => (value - yLow) / (yHigh - yLow);
+    const fromU = (u) => xLow + u * (xHigh - xLow);
+    const fromV = (v) => yLow + v * (yHigh - yLow);
+
+    const us = new Float32Array(n);
+    const vs = new Float32Array(n);
+    const on = new Uint8Array(n);
+    let count = 0;
+    for (let i = 0; i < n; i++) {
+      const x = options.xs[i];
+      const y = options.ys[i];
+      if (x === null || y === null || x === undefined || y === undefined) continue;
+      us[i] = toU(x);
+      vs[i] = toV(y);
+      on[i] = 1;
+      count++;
+    }
+
+    // A uniform grid over the unit square: hover finds the nearest point in a few cells.
+    const cellOf = (w) => Math.min(GRID - 1, Math.max(0, Math.floor(w * GRID)));
+    const grid = (function buildGrid() {
+      const start = new Int32Array(GRID * GRID + 1);
+      const cells = new Int32Array(n).fill(-1);
+      for (let i = 0; i < n; i++) {
+        if (!on[i]) continue;
+        cells[i] = cellOf(vs[i]) * GRID + cellOf(us[i]);
+        start[cells[i] + 1]++;
+      }
+      for (let c = 0; c < GRID * GRID; c++) start[c + 1] += start[c];
+      const next = start.slice(0, GRID * GRID);
+      const items = new Int32Array(count);
+      for (let i = 0; i < n; i++) if (cells[i] >= 0) items[next[cells[i]]++] = i;
+      return { start, items };
+    })();
+
+    const baseSize = Math.max(2.5, Math.min(9, 8 * Math.pow(1000 / Math.max(count, 1), 0.25)));
+    const baseAlpha = Math.max(0.25, Math.min(0.9, 400 / Math.max(count, 1)));
+    let pointsCanvas = root.querySelector("canvas.points");
+    const overlay = root.querySelector("canvas.overlay");
+    const context = overlay.getContext("2d");
+    const tooltip = root.querySelector(".tooltip");
+
+    const panel = {
+      name: options.name,
+      root,
+      overlay,
+      us,
+      vs,
+      on,
+      count,
+      view: { u0: 0, u1: 1, v0: 0, v1: 1 },
+      box: { left: 0, top: 0, width: 1, height: 1, cssWidth: 1, cssHeight: 1, dpr: 1 },
+      drag: null,
+      pendingPoints: false,
+      pendingOverlay: false,
+      renderer: null,
+      toU,
+      toV,
+    };
+    const box = () => panel.box;
+    const view = () => panel.view;
+    panel.screenX = (u) => box().left + ((u - view().u0) / (view().u1 - view().u0)) * box().width;
+    panel.screenY = (v) => box().top + (1 - (v - view().v0) / (view().v1 - view().v0)) * box().height;
+    const unitX = (x) => view().u0 + ((x - box().left) / box().width) * (view().u1 - view().u0);
+    const unitY = (y) => view().v0 + (1 - (y - box().top) / box().height) * (view().v1 - view().v0);
+    const { screenX, screenY } = panel;
+    // Points grow a little when zoomed in, so that a dense corner opens up.
+    const pointSize = () => baseSize * Math.min(3, Math.max(1, Math.pow(1 / (view().u1 - view().u0), 0.3)));
+
+    function layout() {
+      const rect = root.getBoundingClientRect();
+      const dpr = window.devicePixelRatio || 1;
+      for (const canvas of [pointsCanvas, overlay]) {
+        canvas.width = Math.max(1, Math.round(rect.width * dpr));
+        canvas.height = Math.max(1, Math.round(rect.height * dpr));
+      }
+      panel.box = {
+        left: margin.left,
+        top: margin.top,
+        width: Math.max(10, rect.width - margin.left - margin.right),
+        height: Math.max(10, rect.height - margin.top - margin.bottom),
+        cssWidth: rect.width,
+        cssHeight: rect.height,
+        dpr,
+      };
+    }
+
+    // The panel resizes when the detail panel opens; the ResizeObserver catches up a frame later, callers
+    // that need positions now (the test hook) lay out first.
+    panel.ensureLayout = function ensureLayout() {
+      const rect = root.getBoundingClientRect();
+      if (rect.width === panel.box.cssWidth && rect.height === panel.box.cssHeight) return;
+      layout();
+      panel.schedule(true);
+    };
+
+    panel.schedule = function schedule(points) {
+      panel.pendingPoints = panel.pendingPoints || points;
+      panel.pendingOverlay = true;
+      if (!frame) frame = requestAnimationFrame(drawFrame);
+    };
+
+    panel.drawNow = function drawNow() {
+      if (panel.pendingPoints) {
+        const anyFlagged = state.selectedCount > 0 || state.matchCount > 0;
+        panel.renderer.draw(pointSize(), baseAlpha, anyFlagged, anyFlagged);
+        panel.pendingPoints = false;
+      }
+      if (panel.pendingOverlay) drawOverlay();
+      panel.pendingOverlay = false;
+    };
+
+    function ring(i, extra, width, colour) {
+      context.beginPath();
+      context.arc(screenX(us[i]), screenY(vs[i]), pointSize() / 2 + extra, 0, 2 * Math.PI);
+      context.lineWidth = width;
+      context.strokeStyle = colour;
+      context.stroke();
+    }
+
+    function drawOverlay() {
+      const c = context;
+      const b = panel.box;
+      c.setTransform(b.dpr, 0, 0, b.dpr, 0, 0);
+      c.clearRect(0, 0, b.cssWidth, b.cssHeight);
+      const right = b.left + b.width;
+      const bottom = b.top + b.height;
+      c.strokeStyle = "#999";
+      c.lineWidth = 1;
+      c.strokeRect(b.left + 0.5, b.top + 0.5, b.width - 1, b.height - 1);
+      c.fillStyle = "#444";
+      c.font = "11px system-ui, sans-serif";
+      c.textAlign = "center";
+      c.textBaseline = "top";
+      if (options.ticks) {
+        for (const t of niceTicks(fromU(view().u0), fromU(view().u1), Math.max(2, b.width / 110))) {
+          const x = screenX(toU(t));
+          c.fillRect(x, bottom, 1, 4);
+          c.fillText(formatNumber(t), x, bottom + 6);
+        }
+      }
+      c.fillText(options.xLabel, b.left + b.width / 2, bottom + (options.ticks ? 24 : 6));
+      c.textAlign = "right";
+      c.textBaseline = "middle";
+      if (options.ticks) {
+        for (const t of niceTicks(fromV(view().v0), fromV(view().v1), Math.max(2, b.height / 70))) {
+          const y = screenY(toV(t));
+          c.fillRect(b.left - 4, y, 4, 1);
+          c.fillText(formatNumber(t), b.left - 6, y);
+        }
+      }
+      c.save();
+      c.translate(12, b.top + b.height / 2);
+      c.rotate(-Math.PI / 2);
+      c.textAlign = "center";
+      c.fillText(options.yLabel, 0, 0);
+      c.restore();
+
+      c.save();
+      c.beginPath();
+      c.rect(b.left, b.top, b.width, b.height);
+      c.clip();
+      if (options.thresholds) {
+        // The thresholds as the static figure draws them: the mean one splits only the low-variance side.
+        const thresholds = meta.thresholds;
+        c.setLineDash([5, 4]);
+        c.strokeStyle = "#555";
+        c.beginPath();
+        if (thresholds.variance !== null) {
+          const x = screenX(toU(thresholds.variance));
+          c.moveTo(x, b.top);
+          c.lineTo(x, bottom);
+        }
+        if (thresholds.mean !== null) {
+          const y = screenY(toV(thresholds.mean));
+          c.moveTo(b.left, y);
+          c.lineTo(thresholds.variance !== null ? screenX(toU(thresholds.variance)) : right, y);
+        }
+        c.stroke();
+        c.setLineDash([]);
+      }
+      // The opened and the hovered instruction are ringed in every panel that draws them.
+      if (state.opened >= 0 && on[state.opened]) ring(state.opened, 6, 2.5, "#c2185b");
+      if (state.hovered >= 0 && on[state.hovered]) ring(state.hovered, 4, 2, "#111");
+      const drag = panel.drag;
+      if (drag && drag.moved && drag.tool === "box") {
+        c.fillStyle = "rgba(47, 59, 82, 0.08)";
+        c.strokeStyle = "#2f3b52";
+        c.lineWidth = 1;
+        const x = Math.min(drag.start.x, drag.last.x);
+        const y = Math.min(drag.start.y, drag.last.y);
+        c.fillRect(x, y, Math.abs(drag.last.x - drag.start.x), Math.abs(drag.last.y - drag.start.y));
+        c.strokeRect(x, y, Math.abs(drag.last.x - drag.start.x), Math.abs(drag.last.y - drag.start.y));
+      }
+      if (drag && drag.moved && drag.tool === "lasso") {
+        c.beginPath();
+        drag.points.forEach((p, k) => (k ? c.lineTo(p.x, p.y) : c.moveTo(p.x, p.y)));
+        c.closePath();
+        c.fillStyle = "rgba(47, 59, 82, 0.08)";
+        c.fill();
+        c.strokeStyle = "#2f3b52";
+        c.lineWidth = 1;
+        c.stroke();
+      }
+      c.restore();
+    }
+
+    // ---- hover: the nearest point within a few pixels, through the grid
+    function nearest(x, y) {
+      const b = panel.box;
+      if (x < b.left || x > b.left + b.width || y < b.top || y > b.top + b.height) return -1;
+      const radius = Math.max(6, pointSize() / 2 + 3);
+      const u = unitX(x);
+      const v = unitY(y);
+      const du = (radius / b.width) * (view().u1 - view().u0);
+      const dv = (radius / b.height) * (view().v1 - view().v0);
+      if (u + du < 0 || u - du > 1 || v + dv < 0 || v - dv > 1) return -1;
+      let best = -1;
+      let bestDistance = radius * radius;
+      for (let row = cellOf(v - dv); row <= cellOf(v + dv); row++) {
+        for (let column = cellOf(u - du); column <= cellOf(u + du); column++) {
+          const cell = row * GRID + column;
+          for (let k = grid.start[cell]; k < grid.start[cell + 1]; k++) {
+            const i = grid.items[k];
+            const dx = screenX(us[i]) - x;
+            const dy = screenY(vs[i]) - y;
+            const distance = dx * dx + dy * dy;
+            if (distance < bestDistance) {
+              best = i;
+              bestDistance = distance;
+            }
+          }
+        }
+      }
+      return best;
+    }
+
+    function showTooltip(i, point) {
+      tooltip.replaceChildren(element("div", "text", snippet(ins.text[i], 300)), element("div", "stats", describe(i)));
+      tooltip.dataset.instructionId = ins.id[i];
+      tooltip.hidden = false;
+      const width = tooltip.offsetWidth;
+      const height = tooltip.offsetHeight;
+      const b = panel.box;
+      const left = point.x + 14 + width > b.cssWidth ? point.x - 14 - width : point.x + 14;
+      const top = point.y + 14 + height > b.cssHeight ? point.y - 14 - height : point.y + 14;
+      tooltip.style.left = `${Math.max(0, left)}px`;
+      tooltip.style.top = `${Math.max(0, top)}px`;
+    }
+
+    panel.hideTooltip = function hideTooltip() {
+      tooltip.hidden = true;
+      delete tooltip.dataset.instructionId;
+    };
+
+    function hover(point) {
+      const i = nearest(point.x, point.y);
+      setHovered(i);
+      if (i < 0) panel.hideTooltip();
+      else showTooltip(i, point);
+    }
+
+    // ---- selection: what this panel encloses becomes the page's selection
+    function selectWhere(inside, add) {
+      if (!add) state.selected.fill(0);
+      for (let i = 0; i < n; i++) if (on[i] && inside(us[i], vs[i])) state.selected[i] = 1;
+      updateSelection();
+    }
+
+    function selectBox(a, b, add) {
+      const [u0, u1] = [unitX(a.x), unitX(b.x)].sort((p, q) => p - q);
+      const [v0, v1] = [unitY(a.y), unitY(b.y)].sort((p, q) => p - q);
+      selectWhere((u, v) => u >= u0 && u <= u1 && v >= v0 && v <= v1, add);
+    }
+
+    function selectLasso(points, add) {
+      const polygon = points.map((p) => [unitX(p.x), unitY(p.y)]);
+      const us0 = Math.min(...polygon.map((p) => p[0]));
+      const us1 = Math.max(...polygon.map((p) => p[0]));
+      const vs0 = Math.min(...polygon.map((p) => p[1]));
+      const vs1 = Math.max(...polygon.map((p) => p[1]));
+      const inside = (u, v) => {
+        if (u < us0 || u > us1 || v < vs0 || v > vs1) return false;
+        let within = false;
+        for (let k = 0, j = polygon.length - 1; k < polygon.length; j = k++) {
+          const [ui, vi] = polygon[k];
+          const [uj, vj] = polygon[j];
+          if (vi > v !== vj > v && u < ((uj - ui) * (v - vi)) / (vj - vi) + ui) within = !within;
+        }
+        return within;
+      };
+      selectWhere(inside, add);
+    }
+
+    // ---- view: pan and zoom are the panel's own
+    function zoomAt(point, factor) {
+      const current = view();
+      const width = Math.min(2, Math.max(1e-6, (current.u1 - current.u0) * factor));
+      const height = Math.min(2, Math.max(1e-6, (current.v1 - current.v0) * factor));
+      const u = unitX(point.x);
+      const v = unitY(point.y);
+      const fu = (u - current.u0) / (current.u1 - current.u0);
+      const fv = (v - current.v0) / (current.v1 - current.v0);
+      panel.view = { u0: u - fu * width, u1: u - fu * width + width, v0: v - fv * height, v1: v - fv * height + height };
+      panel.schedule(true);
+    }
+
+    panel.resetView = function resetView() {
+      panel.view = { u0: 0, u1: 1, v0: 0, v1: 1 };
+      panel.schedule(true);
+    };
+
+    function local(event) {
+      const rect = overlay.getBoundingClientRect();
+      return { x: event.clientX - rect.left, y: event.clientY - rect.top };
+    }
+
+    overlay.addEventListener("pointerdown", (event) => {
+      if (event.button !== 0) return;
+      overlay.setPointerCapture(event.pointerId);
+      const point = local(event);
+      panel.drag = { tool: state.tool, start: point, last: point, points: [point], moved: false, add: event.shiftKey };
+    });
+    overlay.addEventListener("pointermove", (event) => {
+      const point = local(event);
+      const drag = panel.drag;
+      if (!drag) {
+        hover(point);
+        return;
+      }
+      if (!drag.moved && Math.hypot(point.x - drag.start.x, point.y - drag.start.y) <= 3) return;
+      drag.moved = true;
+      panel.hideTooltip();
+      setHovered(-1);
+      if (drag.tool === "pan") {
+        const current = view();
+        const du = ((point.x - drag.last.x) / panel.box.width) * (current.u1 - current.u0);
+        const dv = ((point.y - drag.last.y) / panel.box.height) * (current.v1 - current.v0);
+        panel.view = { u0: current.u0 - du, u1: current.u1 - du, v0: current.v0 + dv, v1: current.v1 + dv };
+      } else if (drag.tool === "lasso") {
+        drag.points.push(point);
+      }
+      drag.last = point;
+      panel.schedule(drag.tool === "pan");
+    });
+    overlay.addEventListener("pointerup", (event) => {
+      const drag = panel.drag;
+      panel.drag = null;
+      if (!drag) return;
+      const point = local(event);
+      if (!drag.moved) {
+        const i = nearest(point.x, point.y);
+        if (i >= 0) openDetail(i);
+      } else if (drag.tool === "box") {
+        selectBox(drag.start, point, drag.add);
+      } else if (drag.tool === "lasso" && drag.points.length > 2) {
+        selectLasso(drag.points, drag.add);
+      }
+      panel.schedule(false);
+    });
+    overlay.addEventListener("pointerleave", () => {
+      if (panel.drag) return;
+      setHovered(-1);
+      panel.hideTooltip();
+    });
+    overlay.addEventListener(
+      "wheel",
+      (event) => {
+        event.preventDefault();
+        zoomAt(local(event), Math.exp(event.deltaY * 0.0015));
+      },
+      { passive: false },
+    );
+
+    // A canvas that has been asked for WebGL cannot give a 2D context: the fallback draws on a new one.
+    function freshCanvas() {
+      const canvas = element("canvas", pointsCanvas.className);
+      canvas.id = pointsCanvas.id;
+      pointsCanvas.replaceWith(canvas);
+      pointsCanvas = canvas;
+      return canvas;
+    }
+
+    panel.renderer = webglRenderer(pointsCanvas, panel) || canvasRenderer(freshCanvas(), panel);
+    panel.project = (i) => (on[i] ? { x: screenX(us[i]), y: screenY(vs[i]) } : null);
+    panel.toScreen = (x, y) => ({ x: screenX(toU(x)), y: screenY(toV(y)) });
+    layout();
+    new ResizeObserver(panel.ensureLayout).observe(root);
+    return panel;
+  }
+
+  // ---- the panels
+  const SEMANTIC_METHODS = { umap: "UMAP", pca: "PCA" };
+
+  function semanticTitle() {
+    const method = SEMANTIC_METHODS[semantic.method] || semantic.method || "layout";
+    const facts = [`${method} of ${semantic.model || "instruction"} embeddings`];
+    if (semantic.neighbourhood_kept !== null && semantic.neighbourhood_kept !== undefined) {
+      facts.push(`${Math.round(semantic.neighbourhood_kept * 100)}% of neighbourhoods kept`);
+    }
+    return `semantic view — instructions by meaning (${facts.join("; ")})`;
+  }
+
+  const mapPanel = createPanel({
+    name: "map",
+    root: $("plot"),
+    xs: ins.x,
+    ys: ins.y,
+    xLabel: "variance of alignment scores",
+    yLabel: "mean alignment score",
+    margin: { left: 66, right: 16, top: 14, bottom: 44 },
+    ticks: true,
+    thresholds: true,
+  });
+  const panels = [mapPanel];
+  const mappedCount = mapPanel.count;
+  const onMap = mapPanel.on;
+  let semanticPanel = null;
+  if (semantic) {
+    $("semantic-panel").hidden = false;
+    $("map-title").hidden = false;
+    $("semantic-note").hidden = false;
+    const title = $("semantic-title");
+    title.textContent = semanticTitle();
+    title.title =
+      "Nearby points are instructions with similar embeddings. Neighbourhoods kept: of each instruction's " +
+      "nearest neighbours by embedding, the share that are also among its nearest in this 2-D layout.";
+    const method = SEMANTIC_METHODS[semantic.method] || "semantic";
+    semanticPanel = createPanel({
+      name: "semantic",
+      root: $("semantic-plot"),
+      xs: semantic.x,
+      ys: semantic.y,
+      xLabel: `${method} 1`,
+      yLabel: `${method} 2`,
+      margin: { left: 24, right: 16, top: 14, bottom: 26 },
+      ticks: false,
+      thresholds: false,
+    });
+    panels.push(semanticPanel);
+  }
+  const panelNamed = (name) => panels.find((panel) => panel.name === (name || "map")) || null;
+
+  function setHovered(i) {
+    if (i === state.hovered) return;
+    state.hovered = i;
+    scheduleDraw(false);
   }
 
   // ---- colour, legend, flags
@@ -497,7 +775,7 @@
       }
     }
     for (let i = 0; i < n; i++) colours[4 * i + 3] = 255;
-    renderer.setColours();
+    for (const panel of panels) panel.renderer.setColours();
     renderLegend(mode);
     scheduleDraw(true);
   }
@@ -541,39 +819,11 @@
 
   function updateFlags() {
     for (let i = 0; i < n; i++) flags[i] = state.selected[i] + 2 * state.matches[i];
-    renderer.setFlags();
+    for (const panel of panels) panel.renderer.setFlags();
     scheduleDraw(true);
   }
 
   // ---- hover and detail
-  function nearest(x, y) {
-    if (x < box.left || x > box.left + box.width || y < box.top || y > box.top + box.height) return -1;
-    const radius = Math.max(6, pointSize() / 2 + 3);
-    const u = unitX(x);
-    const v = unitY(y);
-    const du = (radius / box.width) * (state.view.u1 - state.view.u0);
-    const dv = (radius / box.height) * (state.view.v1 - state.view.v0);
-    if (u + du < 0 || u - du > 1 || v + dv < 0 || v - dv > 1) return -1;
-    let best = -1;
-    let bestDistance = radius * radius;
-    for (let row = cellOf(v - dv); row <= cellOf(v + dv); row++) {
-      for (let column = cellOf(u - du); column <= cellOf(u + du); column++) {
-        const cell = row * GRID + column;
-        for (let k = grid.start[cell]; k < grid.start[cell + 1]; k++) {
-          const i = grid.items[k];
-          const dx = screenX(us[i]) - x;
-          const dy = screenY(vs[i]) - y;
-          const distance = dx * dx + dy * dy;
-          if (distance < bestDistance) {
-            best = i;
-            bestDistance = distance;
-          }
-        }
-      }
-    }
-    return best;
-  }
-
   function describe(i) {
     const parts = [regionOf(i), `mean ${formatNumber(ins.y[i])}`, `variance ${formatNumber(ins.x[i])}`];
     parts.push(`${ins.n_responses[i]} responses`);
@@ -581,33 +831,6 @@
       parts.push(categoryOf(state.colouring, i));
     }
     return parts.join(" · ");
-  }
-
-  function showTooltip(i, point) {
-    tooltip.replaceChildren(element("div", "text", snippet(ins.text[i], 300)), element("div", "stats", describe(i)));
-    tooltip.dataset.instructionId = ins.id[i];
-    tooltip.hidden = false;
-    const width = tooltip.offsetWidth;
-    const height = tooltip.offsetHeight;
-    const left = point.x + 14 + width > box.cssWidth ? point.x - 14 - width : point.x + 14;
-    const top = point.y + 14 + height > box.cssHeight ? point.y - 14 - height : point.y + 14;
-    tooltip.style.left = `${Math.max(0, left)}px`;
-    tooltip.style.top = `${Math.max(0, top)}px`;
-  }
-
-  function hideTooltip() {
-    tooltip.hidden = true;
-    delete tooltip.dataset.instructionId;
-  }
-
-  function hover(point) {
-    const i = nearest(point.x, point.y);
-    if (i !== state.hovered) {
-      state.hovered = i;
-      scheduleDraw(false);
-    }
-    if (i < 0) hideTooltip();
-    else showTooltip(i, point);
   }
 
   function definition(list, term, value) {
@@ -702,9 +925,17 @@
   // ---- selection
   function updateSelection() {
     let count = 0;
-    for (let i = 0; i < n; i++) count += state.selected[i];
+    let offMap = 0;
+    for (let i = 0; i < n; i++) {
+      count += state.selected[i];
+      offMap += state.selected[i] & (1 - onMap[i]);
+    }
     state.selectedCount = count;
-    $("selection-count").textContent = count ? `${count.toLocaleString()} instructions selected` : "nothing selected";
+    // Only the semantic view can select an instruction that is not on the map.
+    const elsewhere = offMap ? ` (${offMap.toLocaleString()} not on the map)` : "";
+    $("selection-count").textContent = count
+      ? `${count.toLocaleString()} instructions selected${elsewhere}`
+      : "nothing selected";
     $("export").disabled = count === 0;
     $("clear").disabled = count === 0;
     $("select-commands").hidden = count === 0;
@@ -716,37 +947,6 @@
       $("command-exclude").textContent = commands.exclude;
     }
     updateFlags();
-  }
-
-  function selectWhere(inside, add) {
-    if (!add) state.selected.fill(0);
-    for (let i = 0; i < n; i++) if (onMap[i] && inside(us[i], vs[i])) state.selected[i] = 1;
-    updateSelection();
-  }
-
-  function selectBox(a, b, add) {
-    const [u0, u1] = [unitX(a.x), unitX(b.x)].sort((p, q) => p - q);
-    const [v0, v1] = [unitY(a.y), unitY(b.y)].sort((p, q) => p - q);
-    selectWhere((u, v) => u >= u0 && u <= u1 && v >= v0 && v <= v1, add);
-  }
-
-  function selectLasso(points, add) {
-    const polygon = points.map((p) => [unitX(p.x), unitY(p.y)]);
-    const us0 = Math.min(...polygon.map((p) => p[0]));
-    const us1 = Math.max(...polygon.map((p) => p[0]));
-    const vs0 = Math.min(...polygon.map((p) => p[1]));
-    const vs1 = Math.max(...polygon.map((p) => p[1]));
-    const inside = (u, v) => {
-      if (u < us0 || u > us1 || v < vs0 || v > vs1) return false;
-      let within = false;
-      for (let k = 0, j = polygon.length - 1; k < polygon.length; j = k++) {
-        const [ui, vi] = polygon[k];
-        const [uj, vj] = polygon[j];
-        if (vi > v !== vj > v && u < ((uj - ui) * (v - vi)) / (vj - vi) + ui) within = !within;
-      }
-      return within;
-    };
-    selectWhere(inside, add);
   }
 
   function selectedIds() {
@@ -843,98 +1043,21 @@
     updateFlags();
   }
 
-  // ---- view and tools
-  function zoomAt(point, factor) {
-    const view = state.view;
-    const width = Math.min(2, Math.max(1e-6, (view.u1 - view.u0) * factor));
-    const height = Math.min(2, Math.max(1e-6, (view.v1 - view.v0) * factor));
-    const u = unitX(point.x);
-    const v = unitY(point.y);
-    const fu = (u - view.u0) / (view.u1 - view.u0);
-    const fv = (v - view.v0) / (view.v1 - view.v0);
-    state.view = { u0: u - fu * width, u1: u - fu * width + width, v0: v - fv * height, v1: v - fv * height + height };
-    scheduleDraw(true);
-  }
-
-  function resetView() {
-    state.view = { u0: 0, u1: 1, v0: 0, v1: 1 };
-    scheduleDraw(true);
-  }
-
+  // ---- tools and controls
   function setTool(tool) {
     state.tool = tool;
     for (const button of document.querySelectorAll("[data-tool]")) {
       button.setAttribute("aria-pressed", String(button.dataset.tool === tool));
     }
-    plot.classList.toggle("pan", tool === "pan");
+    for (const panel of panels) panel.root.classList.toggle("pan", tool === "pan");
   }
-
-  function local(event) {
-    const rect = overlay.getBoundingClientRect();
-    return { x: event.clientX - rect.left, y: event.clientY - rect.top };
-  }
-
-  overlay.addEventListener("pointerdown", (event) => {
-    if (event.button !== 0) return;
-    overlay.setPointerCapture(event.pointerId);
-    const point = local(event);
-    state.drag = { tool: state.tool, start: point, last: point, points: [point], moved: false, add: event.shiftKey };
-  });
-  overlay.addEventListener("pointermove", (event) => {
-    const point = local(event);
-    const drag = state.drag;
-    if (!drag) {
-      hover(point);
-      return;
-    }
-    if (!drag.moved && Math.hypot(point.x - drag.start.x, point.y - drag.start.y) <= 3) return;
-    drag.moved = true;
-    hideTooltip();
-    state.hovered = -1;
-    if (drag.tool === "pan") {
-      const du = ((point.x - drag.last.x) / box.width) * (state.view.u1 - state.view.u0);
-      const dv = ((point.y - drag.last.y) / box.height) * (state.view.v1 - state.view.v0);
-      state.view = { u0: state.view.u0 - du, u1: state.view.u1 - du, v0: state.view.v0 + dv, v1: state.view.v1 + dv };
-    } else if (drag.tool === "lasso") {
-      drag.points.push(point);
-    }
-    drag.last = point;
-    scheduleDraw(drag.tool === "pan");
-  });
-  overlay.addEventListener("pointerup", (event) => {
-    const drag = state.drag;
-    state.drag = null;
-    if (!drag) return;
-    const point = local(event);
-    if (!drag.moved) {
-      const i = nearest(point.x, point.y);
-      if (i >= 0) openDetail(i);
-    } else if (drag.tool === "box") {
-      selectBox(drag.start, point, drag.add);
-    } else if (drag.tool === "lasso" && drag.points.length > 2) {
-      selectLasso(drag.points, drag.add);
-    }
-    scheduleDraw(false);
-  });
-  overlay.addEventListener("pointerleave", () => {
-    if (state.drag) return;
-    state.hovered = -1;
-    hideTooltip();
-    scheduleDraw(false);
-  });
-  overlay.addEventListener(
-    "wheel",
-    (event) => {
-      event.preventDefault();
-      zoomAt(local(event), Math.exp(event.deltaY * 0.0015));
-    },
-    { passive: false },
-  );
 
   for (const button of document.querySelectorAll("[data-tool]")) {
     button.addEventListener("click", () => setTool(button.dataset.tool));
   }
-  $("reset").addEventListener("click", resetView);
+  $("reset").addEventListener("click", () => {
+    for (const panel of panels) panel.resetView();
+  });
   $("export").addEventListener("click", exportSelection);
   for (const button of document.querySelectorAll("button.copy")) {
     button.addEventListener("click", () => copyCommand(button));
@@ -956,6 +1079,7 @@
   data.colourings.forEach((mode, k) => {
     const option = element("option", null, mode.label);
     option.value = String(k);
+    option.dataset.key = mode.key;
     select.append(option);
   });
   select.addEventListener("change", () => applyColouring(data.colourings[Number(select.value)]));
@@ -981,37 +1105,53 @@
   $("title").textContent = meta.title;
   $("subtitle").textContent = subtitle();
   if (n > mappedCount) {
-    $("unmapped-note").textContent = `${(n - mappedCount).toLocaleString()} instructions are not on the map (too few scored responses); search finds them.`;
+    let placed = 0;
+    if (semanticPanel) for (let i = 0; i < n; i++) placed += semanticPanel.on[i] & (1 - onMap[i]);
+    const shown = placed ? `; the semantic view shows ${placed === n - mappedCount ? "them" : placed.toLocaleString()}` : "";
+    $("unmapped-note").textContent = `${(n - mappedCount).toLocaleString()} instructions are not on the map (too few scored responses); search finds them${shown}.`;
   }
 
   // ---- start
-  layout();
   setTool("pan");
   applyColouring(data.colourings[0]);
   updateFlags();
-  new ResizeObserver(ensureLayout).observe(plot);
 
-  // A hook for tests and scripts: where a point (or any variance and mean) is drawn, what is selected and found.
+  function drawnIds(panel, wanted) {
+    const ids = [];
+    for (let i = 0; i < n; i++) if (panel.on[i] && wanted(i)) ids.push(ins.id[i]);
+    return ids;
+  }
+
+  // A hook for tests and scripts: where a point (or any position) is drawn in a panel ("map", the default, or
+  // "semantic"), what each panel draws, what is selected and found.
+  function inPage(panelName, where) {
+    const panel = panelNamed(panelName);
+    if (!panel) return null;
+    panel.ensureLayout();
+    const point = where(panel);
+    if (!point) return null;
+    const rect = panel.overlay.getBoundingClientRect();
+    return { x: rect.left + point.x, y: rect.top + point.y };
+  }
+
   const api = {
     ready: false,
     readyMs: null,
-    renderer: renderer.kind,
+    renderer: mapPanel.renderer.kind,
+    renderers: Object.fromEntries(panels.map((panel) => [panel.name, panel.renderer.kind])),
     count: n,
     onMap: mappedCount,
+    panels: panels.map((panel) => panel.name),
+    drawn: Object.fromEntries(panels.map((panel) => [panel.name, panel.count])),
     indexOf: (id) => ins.id.indexOf(id),
-    project(i) {
-      if (!onMap[i]) return null;
-      ensureLayout();
-      const rect = overlay.getBoundingClientRect();
-      return { x: rect.left + screenX(us[i]), y: rect.top + screenY(vs[i]) };
-    },
-    toScreen(variance, mean) {
-      ensureLayout();
-      const rect = overlay.getBoundingClientRect();
-      return { x: rect.left + screenX(toU(variance)), y: rect.top + screenY(toV(mean)) };
-    },
+    // Instruction i's point, or null where that panel does not draw it.
+    project: (i, panel) => inPage(panel, (p) => p.project(i)),
+    // The map's (variance, mean), or the semantic view's (x, y).
+    toScreen: (x, y, panel) => inPage(panel, (p) => p.toScreen(x, y)),
     selectedIds,
     matchedIds: () => ins.id.filter((_, i) => state.matches[i]),
+    // The ids a panel draws highlighted: selected, or found by the search.
+    highlightedIds: (panel) => drawnIds(panelNamed(panel), (i) => flags[i] > 0),
   };
   window.admapView = api;
   drawFrame();
