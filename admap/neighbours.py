@@ -17,7 +17,6 @@ their texts; `admap neighbours` (`admap.commands.neighbours`) embeds, searches a
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from admap.errors import InputError
+from admap.load.readers import iter_jsonl
 
 WORD = re.compile(r"\w+")
 NGRAM = 8
@@ -201,7 +201,7 @@ def read_prompts(source: str) -> pd.DataFrame:
     """The prompts of ``source``: a shipped set's name (`EVALUATION_SETS`) or a JSONL file of records with
     a prompt field (`PROMPT_FIELDS`; ``turns``: the first turn) and optionally an id (`ID_FIELDS`, else the
     line number). Columns `PROMPT_COLUMNS`; ``eval_set`` is the set's name or the file's stem. A line that
-    is not JSON or has no prompt is an `InputError` naming the file, the line and the field."""
+    is not a JSON object or has no prompt is an `InputError` naming the file, the line and the field."""
     path = evaluation_set_path(source) if source in EVALUATION_SETS else Path(source)
     name = source if source in EVALUATION_SETS else path.stem
     if not path.is_file():
@@ -209,20 +209,13 @@ def read_prompts(source: str) -> pd.DataFrame:
             f"{source}: neither a shipped evaluation set ({', '.join(EVALUATION_SETS)}) nor a prompt file"
         )
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(str(path), number, None, f"not JSON ({error.msg})", row_name="line") from None
-            field = next((f for f in PROMPT_FIELDS if isinstance(record, dict) and f in record), None)
-            prompt = record.get(field) if field else None
-            if isinstance(prompt, list):
-                prompt = prompt[0] if prompt else None
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise InputError(str(path), number, field or "/".join(PROMPT_FIELDS), "no prompt text", row_name="line")
-            id_field = next((f for f in ID_FIELDS if f in record), None)
-            records.append((name, str(record[id_field]) if id_field else str(number), prompt))
+    for number, record in iter_jsonl(path):
+        field = next((f for f in PROMPT_FIELDS if f in record), None)
+        prompt = record.get(field) if field else None
+        if isinstance(prompt, list):
+            prompt = prompt[0] if prompt else None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(str(path), number, field or "/".join(PROMPT_FIELDS), "no prompt text")
+        id_field = next((f for f in ID_FIELDS if f in record), None)
+        records.append((name, str(record[id_field]) if id_field else str(number), prompt))
     return pd.DataFrame(records, columns=PROMPT_COLUMNS)

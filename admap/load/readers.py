@@ -26,6 +26,24 @@ Record = dict[str, Any]
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line_number, record)`` of each non-blank line; a line that is not a JSON object is an `InputError`."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise InputError(str(path), None, None, f"not UTF-8 text ({error})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(str(path), number, None, f"not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(str(path), number, None, f"a JSON {type(record).__name__}, not an object")
+        yield number, record
+
+
 def _suffix(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s != ".gz"]
     return suffixes[-1].lower() if suffixes else ""

@@ -63,7 +63,7 @@ def _read_records(path: Path) -> list[tuple[int, dict]]:
         except json.JSONDecodeError as error:
             raise InputError(str(path), None, None, f"not JSON ({error.msg})") from None
         return list(enumerate(records, start=1))
-    from admap_experiments.evaluate.data import iter_jsonl
+    from admap.load.readers import iter_jsonl
 
     return list(iter_jsonl(path))
 

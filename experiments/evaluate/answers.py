@@ -22,7 +22,8 @@ from admap.errors import InputError
 from admap.generate.base import Generator
 from admap.generate.cache import ResponseCache
 from admap.generate.runner import generate_cached
-from admap_experiments.evaluate.data import Messages, Question, QuestionId, iter_jsonl
+from admap.load.readers import iter_jsonl
+from admap_experiments.evaluate.data import Messages, Question, QuestionId
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ Layouts read:
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from admap.errors import InputError
 from admap.generate.base import Messages
+from admap.load.readers import iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -69,24 +69,6 @@ class FastChatPrompt:
 
 
 # --- Rows ------------------------------------------------------------------------------------------------------
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """``(line_number, record)`` of each non-blank line; a line that is not a JSON object is an `InputError`."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise InputError(str(path), None, None, f"not UTF-8 text ({error})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(str(path), number, None, f"not JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise InputError(str(path), number, None, f"a JSON {type(record).__name__}, not an object")
-        yield number, record
 
 
 def _iter_hub(name: str, split: str) -> Iterator[tuple[int, dict]]:

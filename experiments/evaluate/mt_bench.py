@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from admap.load.readers import iter_jsonl
 from admap_experiments.evaluate.answer_judges import PAIR_VERDICTS, SINGLE_VERDICTS, Judge, Verdict
 from admap_experiments.evaluate.answers import ERROR_MARKER, answer_turns, index_answers, safe_name, write_jsonl
-from admap_experiments.evaluate.data import FastChatPrompt, Messages, Question, QuestionId, iter_jsonl
+from admap_experiments.evaluate.data import FastChatPrompt, Messages, Question, QuestionId
 from admap_experiments.evaluate.winrate import BASELINE, MODEL, TIE, mean_se, order_winner, win_rate
 
 logger = logging.getLogger(__name__)
