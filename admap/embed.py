@@ -165,6 +165,7 @@ class PrecisionCheck:
     max_abs_difference: float
     min_agreement: float
     texts: int = 0
+    # The fp32 pass loads the model too: on the local engine it is then cast down for the run.
     fp32_seconds: float = 0.0
     requested_seconds: float = 0.0
 

@@ -64,9 +64,7 @@ def test_the_shipped_sets_and_a_prompt_file_are_read_and_bad_lines_named(tmp_pat
     with pytest.raises(InputError, match=r"arena.jsonl, row 2: not JSON"):
         read_prompts(str(mine))
     mine.write_text('{"prompt": "ok"}\n{"answer": "no prompt"}\n')
-    with pytest.raises(
-        InputError, match=r"row 2, field 'turns/prompt.*': no prompt text"
-    ):
+    with pytest.raises(InputError, match=r"row 2, field 'turns/prompt.*': no prompt text"):
         read_prompts(str(mine))
     with pytest.raises(FileNotFoundError, match="neither a shipped evaluation set"):
         read_prompts("alpaca_eval")

@@ -112,8 +112,9 @@ def run_neighbours(config: NeighboursConfig, *, progress: bool = True, command: 
     )
     instruction_vectors, prompt_vectors = vectors[: len(texts)], vectors[len(texts) :]
 
+    similarities, positions = knn.self_neighbours(instruction_vectors, config.k, config.index)
+    # Kept with the run for searches of its own (new prompts against these instructions).
     index = knn.build_index(instruction_vectors, config.index)
-    similarities, positions = knn.self_neighbours(instruction_vectors, config.k, config.index, index=index)
     found = positions >= 0
     neighbour_table = pd.DataFrame(
         {
