@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from admap.durable import fsync_path
+from admap.models import DEFAULT_EMBEDDING_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -394,6 +395,14 @@ class MapRun:
     @property
     def scorer(self) -> str:
         return self.summary["config"]["scorer"]
+
+    @property
+    def embedding_model(self) -> str:
+        """The sentence-transformers model the run embedded with, else the default one (a run scored without
+        embeddings, such as the annotation scorer's): what commands that embed the run's texts use."""
+        if (self.summary.get("scorer") or {}).get("embedding"):
+            return self.summary["config"].get("embedding_model", DEFAULT_EMBEDDING_MODEL)
+        return DEFAULT_EMBEDDING_MODEL
 
     @property
     def label(self) -> str:

@@ -12,7 +12,6 @@ import pandas as pd
 
 from admap import diagnose
 from admap.commands import Command
-from admap.commands.neighbours import run_model
 from admap.config import option
 from admap.embed import EmbeddingOptions
 from admap.embedding_store import embedded_texts
@@ -124,7 +123,7 @@ def neighbour_suspicion(
     """`diagnose.neighbour_label_suspicion` of ``pairs`` on the responses' embeddings."""
     features, _ = embedded_texts(
         responses["response"].fillna("").astype(str).tolist(),
-        model=config.embedding_model or run_model(run),
+        model=config.embedding_model or run.embedding_model,
         options=config.embedding,
         device=config.device,
         batch_size=None,

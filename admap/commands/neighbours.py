@@ -27,7 +27,6 @@ from admap.commands import Command
 from admap.config import option, to_dict
 from admap.embed import EmbeddingOptions
 from admap.embedding_store import embedded_texts
-from admap.models import DEFAULT_EMBEDDING_MODEL
 from admap.provenance import provenance
 from admap.run_folder import NEIGHBOURS, MapRun, writing_into
 
@@ -84,20 +83,11 @@ class NeighboursConfig:
             raise ValueError(f"layout must be one of {layout.LAYOUTS}, got {self.layout!r}")
 
 
-def run_model(run: MapRun) -> str:
-    """The sentence-transformers model the run embedded with, else the default one (a run scored without
-    embeddings, such as the annotation scorer's)."""
-    scorer = run.summary.get("scorer") or {}
-    if scorer.get("embedding"):
-        return run.summary["config"].get("embedding_model", DEFAULT_EMBEDDING_MODEL)
-    return DEFAULT_EMBEDDING_MODEL
-
-
 def run_neighbours(config: NeighboursConfig, *, progress: bool = True, command: str | None = None) -> Path:
     run = MapRun.open(config.run_dir)
     map_table = run.map_table(["instruction_id", "instruction", "region"])
     prompts = pd.concat([stage.read_prompts(source) for source in config.against], ignore_index=True)
-    model = config.embedding_model or run_model(run)
+    model = config.embedding_model or run.embedding_model
     out = Path(config.out) if config.out else run.path / NEIGHBOURS
 
     ids = map_table["instruction_id"].to_numpy(dtype=object)
