@@ -1,7 +1,8 @@
-"""Stage 7, plot: the data map figure (mean against variance, coloured by region).
+"""Stage 7, plot: the data map figure (mean against variance, coloured by region), and the map of a
+DPO run's training dynamics (confidence against variability, coloured by correctness).
 
 Laid out as Dataset Cartography's figures are: the map itself, with the distribution of
-each axis beside it, per region.
+each axis beside it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import numpy as np
 import pandas as pd
 
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, REGIONS, RegionThresholds
+from admap.dynamics import AMBIGUOUS, DYNAMICS_REGION_LABELS, EASY, HARD, dynamics_thresholds
 from admap.inputs import DEMO_DATASET
 from admap.run_folder import run_label
 
 REGION_COLOURS = {HIGH_MEAN: "#2a9d8f", LOW_MEAN: "#e76f51", HIGH_VARIANCE: "#6a4c93"}
+# The training-dynamics regions in the map's colours for their counterparts: learned, not learned, in between.
+DYNAMICS_REGION_COLOURS = {EASY: "#2a9d8f", HARD: "#e76f51", AMBIGUOUS: "#6a4c93"}
 
 
 def dataset_label(summary: dict) -> str:
@@ -97,6 +101,81 @@ def plot_map(
     """Write `map_figure` as a PNG."""
     path = Path(path)
     map_figure(map_table, thresholds, title=title, subtitle=subtitle).savefig(path, bbox_inches="tight")
+    return path
+
+
+def training_dynamics_figure(pairs: pd.DataFrame, *, title: str, subtitle: str = ""):
+    """The training-dynamics map of a DPO run as a matplotlib ``Figure``, as Dataset Cartography draws it:
+    one point per pair of ``pairs`` (`admap.dynamics.pair_dynamics`), variability on x, confidence on y,
+    coloured by correctness, the regions' boundaries and names drawn; beside it the distribution of each
+    of the three. Made without pyplot, as `map_figure` is."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 7), dpi=150)
+    grid = figure.add_gridspec(3, 2, width_ratios=(3, 1), wspace=0.4, hspace=0.55)
+    axes = figure.add_subplot(grid[:, 0])
+    histograms = [figure.add_subplot(grid[row, 1]) for row in range(3)]
+    # Thousands of pairs overlap; smaller, lighter markers keep density readable.
+    size = float(np.clip(3000 / max(len(pairs), 1), 1, 40))
+    alpha = float(np.clip(300 / max(len(pairs), 1), 0.2, 0.85))
+    # Red for pairs the policy never ordered as annotated, blue for those it always did.
+    colours = colormaps["RdYlBu"]
+    points = axes.scatter(
+        pairs["variability"],
+        pairs["confidence"],
+        c=pairs["correctness"],
+        cmap=colours,
+        vmin=0,
+        vmax=1,
+        s=size,
+        alpha=alpha,
+        linewidths=0,
+    )
+    colourbar = figure.colorbar(points, ax=axes, pad=0.02, fraction=0.05)
+    colourbar.set_label("correctness: share of points with margin > 0", fontsize=8)
+    colourbar.solids.set(alpha=1)
+    thresholds = dynamics_thresholds(pairs)
+    if np.isfinite(thresholds.variability):
+        axes.axvline(thresholds.variability, color="0.35", linestyle="--", linewidth=1)
+    if np.isfinite(thresholds.confidence):
+        right = thresholds.variability if np.isfinite(thresholds.variability) else axes.get_xlim()[1]
+        left = axes.get_xlim()[0]
+        axes.plot([left, right], [thresholds.confidence] * 2, color="0.35", linestyle="--", linewidth=1)
+        axes.set_xlim(left=left)
+    counts = pairs["region"].value_counts()
+    # Where the paper names its regions: easy top left, hard bottom left, ambiguous on the right.
+    for region, (x, y, align) in {
+        EASY: (0.02, 0.98, "left"),
+        HARD: (0.02, 0.02, "left"),
+        AMBIGUOUS: (0.98, 0.5, "right"),
+    }.items():
+        axes.annotate(
+            f"{DYNAMICS_REGION_LABELS[region]} (n={int(counts.get(region, 0))})",
+            xy=(x, y),
+            xycoords="axes fraction",
+            ha=align,
+            va="top" if y > 0.9 else "bottom" if y < 0.1 else "center",
+            fontsize=9,
+            color=DYNAMICS_REGION_COLOURS[region],
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": DYNAMICS_REGION_COLOURS[region]},
+        )
+    axes.set_xlabel("variability: std of σ(margin) over recording points")
+    axes.set_ylabel("confidence: mean σ(margin) over recording points")
+    axes.grid(alpha=0.2)
+    axes.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    for target, column in zip(histograms, ("confidence", "variability", "correctness")):
+        target.hist(pairs[column], bins=20, color="#4e79a7", alpha=0.8)
+        target.set_xlabel(column, fontsize=8)
+        target.set_ylabel("pairs", fontsize=8)
+        target.tick_params(labelsize=7)
+    return figure
+
+
+def plot_training_dynamics(pairs: pd.DataFrame, path: str | Path, *, title: str, subtitle: str = "") -> Path:
+    """Write `training_dynamics_figure` as a PNG (whatever ``path`` ends with, so that a staging file works)."""
+    path = Path(path)
+    training_dynamics_figure(pairs, title=title, subtitle=subtitle).savefig(path, format="png", bbox_inches="tight")
     return path
 
 

@@ -38,7 +38,8 @@ import pandas as pd
 
 from admap import __version__
 from admap.datamap import HIGH_MEAN, HIGH_VARIANCE, LOW_MEAN, REGION_LABELS, UNMAPPED
-from admap.plot import REGION_COLOURS, dataset_label
+from admap.dynamics import DYNAMICS_REGION_LABELS, DYNAMICS_REGIONS, instruction_dynamics
+from admap.plot import DYNAMICS_REGION_COLOURS, REGION_COLOURS, dataset_label
 from admap.run_folder import Neighbourhoods, run_label
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,11 @@ NEAR_DUPLICATE_PALETTE = {
     "no near duplicate": "#d0d0d0",
 }
 CLEAN = "not contaminated"
+NO_DYNAMICS = "no trained pairs"
+DYNAMICS_PALETTE = {
+    **{DYNAMICS_REGION_LABELS[region]: DYNAMICS_REGION_COLOURS[region] for region in DYNAMICS_REGIONS},
+    NO_DYNAMICS: "#d0d0d0",
+}
 # Map columns that name where an instruction came from (UltraFeedback's `source`), when a loader keeps one.
 SOURCE_COLUMNS = ("source", "dataset_source")
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -280,6 +286,45 @@ def semantic_coordinates(ids: Sequence[str], neighbourhoods: Neighbourhoods | No
     }
 
 
+def dynamics_by_instruction(ids: Sequence[str], pairs: pd.DataFrame) -> pd.DataFrame:
+    """`instruction_dynamics` of ``pairs`` (`admap.dynamics.pair_dynamics`) in the order of ``ids``, NaN where an
+    instruction has no trained pair; refused when none of ``ids`` has one (margins of another dataset)."""
+    table = instruction_dynamics(pairs)
+    aligned = table.set_index(table["instruction_id"].astype(str)).reindex(list(ids))
+    if aligned["confidence"].isna().all():
+        raise ValueError(
+            f"none of the {len(ids)} instructions shown has training dynamics: the pair margins name "
+            f"{len(table)} other instructions (a DPO run on pairs of another map?)"
+        )
+    return aligned
+
+
+def dynamics_coordinates(instructions: pd.DataFrame, pairs: pd.DataFrame) -> dict:
+    """The training-dynamics view: per instruction (`dynamics_by_instruction`) the mean ``variability`` (x),
+    ``confidence`` (y) and ``correctness`` of its pairs and their count, and what the view summarises."""
+    return {
+        "x": numbers(instructions["variability"]),
+        "y": numbers(instructions["confidence"]),
+        "correctness": numbers(instructions["correctness"]),
+        "n_pairs": [0 if is_missing(n) else int(n) for n in instructions["n_pairs"]],
+        "pairs": int(len(pairs)),
+        "points": int(pairs["n_points"].max()),
+        "instructions": int(instructions["confidence"].notna().sum()),
+    }
+
+
+def dynamics_colourings(instructions: pd.DataFrame) -> list[dict]:
+    """Colourings from the training dynamics (`dynamics_by_instruction`): each instruction's region (the one
+    most of its pairs are in) and its pairs' mean confidence."""
+    regions = [NO_DYNAMICS if is_missing(r) else DYNAMICS_REGION_LABELS[r] for r in instructions["region"]]
+    return [
+        categorical(
+            "dynamics_region", "training-dynamics region (most of its pairs)", regions, colours=DYNAMICS_PALETTE
+        ),
+        continuous("dynamics_confidence", "DPO confidence: mean σ(margin) of its pairs", instructions["confidence"]),
+    ]
+
+
 def suspect_pairs(ids: Sequence[str], suspects: pd.DataFrame) -> dict[str, list]:
     """The pairs the scores contradict, with the index of their instruction in the page."""
     position = {instruction_id: i for i, instruction_id in enumerate(ids)}
@@ -305,6 +350,7 @@ def build_payload(
     suspects: pd.DataFrame | None = None,
     others: Sequence[OtherRun] = (),
     neighbourhoods: Neighbourhoods | None = None,
+    dynamics: pd.DataFrame | None = None,
     max_points: int | None = 100_000,
     seed: int = 42,
     text_budget: int = 40_000_000,
@@ -314,8 +360,10 @@ def build_payload(
     """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` and ``responses``
     (columnar; instruction ``i``'s responses are rows ``start[i]`` to ``start[i + 1]``), the
     ``colourings``, the suspect pairs and, where `admap neighbours` ran (``neighbourhoods``), the
-    ``semantic`` view's coordinates with its near-duplicate and contamination colourings. Texts are
-    shortened only beyond ``text_budget`` characters.
+    ``semantic`` view's coordinates with its near-duplicate and contamination colourings and, given a DPO
+    run's training dynamics (``dynamics``: `admap.dynamics.pair_dynamics` of its pair margins), the
+    ``dynamics`` view's coordinates with its region and confidence colourings. Texts are shortened only
+    beyond ``text_budget`` characters.
     ``name`` names the export's file; ``run_dir``, the run folder as the command that wrote the page was
     given it (``name`` when None), goes into the `admap select` command lines the page shows."""
     table = sample_instructions(map_table, max_points, seed)
@@ -328,6 +376,7 @@ def build_payload(
     limit = text_limit(lengths, text_budget)
     thresholds = summary.get("thresholds", {})
     mapped = table["is_mapped"].astype(bool)
+    by_instruction = dynamics_by_instruction(ids, dynamics) if dynamics is not None else None
     return {
         "version": PAYLOAD_VERSION,
         "meta": {
@@ -371,9 +420,11 @@ def build_payload(
             "words": grouped["response_words"].astype(int).tolist(),
         },
         "colourings": colourings(table, grouped, suspects, others)
-        + (neighbourhood_colourings(ids, neighbourhoods) if neighbourhoods is not None else []),
+        + (neighbourhood_colourings(ids, neighbourhoods) if neighbourhoods is not None else [])
+        + (dynamics_colourings(by_instruction) if by_instruction is not None else []),
         "suspects": suspect_pairs(ids, suspects) if suspects is not None else None,
         "semantic": semantic_coordinates(ids, neighbourhoods),
+        "dynamics": dynamics_coordinates(by_instruction, dynamics) if by_instruction is not None else None,
     }
 
 

@@ -1,10 +1,12 @@
-"""Selection strategies registered by name: ``full``, ``random``, the map's regions and the
-baselines they are compared with. Importing the package registers them all."""
+"""Selection strategies registered by name: ``full``, ``random``, the map's regions, the regions of
+a DPO run's training dynamics and the baselines they are compared with. Importing the package
+registers them all."""
 
 # Importing each strategy module registers its strategies in STRATEGIES.
 from admap_baselines import (  # noqa: F401
     ambiguous,
     annotation_margin,
+    dynamics_regions,
     full,
     longest,
     random_subset,

@@ -1,39 +1,17 @@
 """``ambiguous``: Dataset Cartography's ambiguous region (Swayamdipta et al. 2020) from DPO training dynamics.
 
-A pair's confidence in an epoch is the DPO model's probability of preferring the chosen response,
-sigmoid(implicit reward margin); its variability is the population std of that confidence over
-epochs. The instructions whose pairs vary most are the ambiguous ones.
+A pair's confidence at a recording point is the DPO model's probability of preferring the chosen
+response, sigmoid(implicit reward margin); its variability is the population std of that confidence
+over the points (admap/dynamics.py). The instructions whose pairs vary most are the ambiguous ones.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
+from admap.dynamics import pair_variability
 from admap_baselines.base import STRATEGIES, SelectionInputs, top_by
 from admap_baselines.pair_keys import mean_by_instruction
-
-PAIR = ["instruction_id", "chosen_id", "rejected_id"]
-DYNAMICS_COLUMNS = [*PAIR, "epoch", "margin"]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    # The tanh form neither overflows nor warns for large margins of either sign.
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=float)))
-
-
-def pair_variability(dynamics: pd.DataFrame) -> pd.Series:
-    """Per pair (indexed by ``PAIR``), the population std over epochs of sigmoid(margin); several
-    rows of one pair in one epoch are averaged first."""
-    missing = [column for column in DYNAMICS_COLUMNS if column not in dynamics.columns]
-    if missing:
-        raise ValueError(f"dynamics lacks columns {missing} (needs {DYNAMICS_COLUMNS})")
-    epochs = dynamics["epoch"].nunique()
-    if epochs < 2:
-        raise ValueError(f"dynamics needs at least 2 distinct epochs to measure variability, got {epochs}")
-    confidence = dynamics[[*PAIR, "epoch"]].assign(confidence=sigmoid(dynamics["margin"]))
-    per_epoch = confidence.groupby([*PAIR, "epoch"], sort=False)["confidence"].mean()
-    return per_epoch.groupby(level=PAIR, sort=False).std(ddof=0)
 
 
 @STRATEGIES.register("ambiguous")

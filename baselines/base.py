@@ -30,9 +30,9 @@ class SelectionInputs:
     ``responses``: ``scores.parquet`` (one row per response: ``rating``, ``alignment_score``,
     ``response_chars``, ...). ``pairs``: the training pairs under the run's pair rule
     (``instruction_id``, ``chosen_id``, ``rejected_id``). ``scorer``: the run's scorer name.
-    ``dynamics``: per-pair DPO implicit reward margins per epoch from an earlier training run
-    (``pair_margins.parquet``: ``instruction_id``, ``chosen_id``, ``rejected_id``, ``epoch``,
-    ``margin``), or None.
+    ``dynamics``: per-pair DPO implicit reward margins per recording point from an earlier training run
+    (``pair_margins.parquet``: ``instruction_id``, ``chosen_id``, ``rejected_id``, ``epoch``, and
+    ``step`` where recorded, ``margin``), or None.
     """
 
     map_table: pd.DataFrame
@@ -78,8 +78,8 @@ class SelectionOptions:
     # Training dynamics are an input, like the map: any strategy may read them (ambiguous does).
     dynamics: str | None = option(
         None,
-        "training dynamics for the strategies that read them (ambiguous): pair_margins.parquet of an "
-        "earlier full-data DPO run",
+        "training dynamics for the strategies that read them (ambiguous, training_dynamics): pair_margins.parquet "
+        "of an earlier full-data DPO run",
     )
     strategy_options: Registered = registered(
         STRATEGIES, selector="strategy", help="each strategy's own options, under its name (--<strategy>-<option>)"

@@ -20,8 +20,11 @@ from admap.config import option, to_dict
 from admap.generate.options import GeneratorOptions
 from admap_baselines import SelectionOptions
 from admap_experiments.evaluate.answer_judges import JUDGES
+from admap_experiments.evaluate.lm_evaluation import LmEvalOptions
+from admap_experiments.evaluate.preference_accuracy import PreferenceAccuracyOptions
+from admap_experiments.held_out import HeldOutOptions
 
-STAGES = ("select", "train", "answer", "judge")
+STAGES = ("select", "train", "preference_accuracy", "lm_eval", "answer", "judge")
 WANDB_MODES = ("offline", "online", "disabled")
 # The runner owns these DPOConfig fields: where the checkpoint goes and where metrics are reported.
 RUNNER_DPO_FIELDS = ("output_dir", "report_to", "run_name", "logging_dir")
@@ -55,6 +58,11 @@ class TrainOptions:
         None, "peft LoraConfig fields to train a LoRA adapter instead of all weights, e.g. {r: 16, lora_alpha: 32}"
     )
     pair_margins: bool = option(True, "record every pair's DPO implicit reward margin at each epoch end")
+    pair_margins_every: int | None = option(
+        None,
+        "also record every pair's margin every N optimizer steps (None: epoch ends only); training dynamics need "
+        "at least 2 recording points, which a run of a few steps inside one epoch only gets this way",
+    )
     device: str = option("auto", "auto, cpu or cuda (multi-GPU: launch with accelerate)")
     global_batch_size: int | None = option(
         None,
@@ -80,6 +88,8 @@ class TrainOptions:
             _check_fields(self.lora, lora_config_fields(), owner="peft.LoraConfig", field="train.lora")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"train.validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.pair_margins_every is not None and self.pair_margins_every < 1:
+            raise ValueError(f"train.pair_margins_every must be >= 1 (or None), got {self.pair_margins_every}")
         if self.global_batch_size is not None:
             if self.global_batch_size < 1:
                 raise ValueError(f"train.global_batch_size must be >= 1, got {self.global_batch_size}")
@@ -93,6 +103,17 @@ class TrainOptions:
 
 @dataclass
 class EvaluationOptions:
+    preference_accuracy: PreferenceAccuracyOptions = option(
+        PreferenceAccuracyOptions(),
+        "held-out preference accuracy (stage preference_accuracy; runs when held_out sets pairs aside)",
+        prefix="preference_",
+    )
+    lm_eval: LmEvalOptions = option(
+        LmEvalOptions(),
+        "capability retention: lm-eval tasks on the trained and the untrained policy (stage lm_eval; runs when "
+        "tasks are set)",
+        prefix="lm_eval_",
+    )
     mt_bench: str | None = option(
         None, "MT-Bench: a folder with question.jsonl, reference_answer/gpt-4.jsonl, judge_prompts.jsonl (None: skip)"
     )
@@ -182,6 +203,9 @@ class ExperimentConfig:
     out: str = option("runs/experiments", "output folder")
     map: MapConfig = option(MapConfig(), "the data map (default folder: OUT/NAME/maps/<settings hash>)", prefix="map_")
     map_run: str | None = option(None, "reuse this `admap map` run directory instead of building the map")
+    held_out: HeldOutOptions = option(
+        HeldOutOptions(), "preference pairs set aside before the map, never selected or trained on", prefix="held_out_"
+    )
     selection: SelectionOptions = option(SelectionOptions(), "which instructions to train on")
     train: TrainOptions = option(TrainOptions(), "DPO with TRL", prefix="train_")
     evaluation: EvaluationOptions = option(EvaluationOptions(), "benchmarks and judge")
@@ -192,6 +216,11 @@ class ExperimentConfig:
         unknown = [stage for stage in self.stages if stage not in STAGES]
         if unknown:
             raise ValueError(f"stages: unknown {unknown}; known: {list(STAGES)}")
+        if self.map_run and self.held_out.fraction:
+            raise ValueError(
+                "held_out.fraction sets instructions aside before the map is built, and map_run names a map built "
+                "already: give the held-out pairs as held_out.dataset instead"
+            )
 
     @property
     def experiment_dir(self) -> Path:
@@ -202,7 +231,13 @@ class ExperimentConfig:
         and on which engine the texts were embedded does not change the map)."""
         settings = to_dict(self.map) | {"out": None}
         settings["embedding"] = {k: v for k, v in settings["embedding"].items() if k not in PLACEMENT_KEYS}
+        if self.held_out.fraction:  # the map is built from what the split leaves
+            settings["held_out"] = to_dict(self.held_out)
         return fingerprint(settings)
+
+    def held_out_fingerprint(self) -> str:
+        """Names the held-out pairs' folder: the dataset read and how the pairs were set aside."""
+        return fingerprint({"input": to_dict(self.map.input), "held_out": to_dict(self.held_out)})
 
     def run_id(self) -> str:
         """Unique per configuration: readable fields, then a hash of everything that changes the result."""

@@ -27,12 +27,21 @@ from admap.commands.map import run_map
 from admap.config import add_arguments, from_arguments, to_dict
 from admap.devices import pick_device
 from admap.durable import publish, write_jsonl
+from admap.load import PreferenceData
+from admap.load.readers import iter_jsonl
 from admap.provenance import git_commit, machine_line, package_versions
 from admap.run_folder import IncompleteRun, MapRun
 from admap.select import preference_pairs, trl_records
 from admap_baselines import SelectionInputs
-from admap_experiments import tracking
-from admap_experiments.config import ExperimentConfig
+from admap_experiments import held_out, tracking
+from admap_experiments.config import ExperimentConfig, fingerprint
+from admap_experiments.dynamics import write_training_dynamics
+from admap_experiments.evaluate.lm_evaluation import check_tasks, run_lm_eval
+from admap_experiments.evaluate.preference_accuracy import (
+    DEFAULT_MAX_LENGTH,
+    evaluate_preference_accuracy,
+    reference_table,
+)
 from admap_experiments.evaluate.stages import evaluate_policy, reference_answers
 from admap_experiments.train import MARGIN_COLUMNS, policy_checkpoint, train_dpo
 
@@ -55,27 +64,85 @@ def publish_text(path: Path, text: str) -> Path:
 
 def ensure_map(config: ExperimentConfig, *, progress: bool) -> Path:
     """The map run directory: ``map_run``, else ``map.out`` or this experiment's map for these
-    settings, built once (a map that is already complete is reused)."""
+    settings, built once (a map that is already complete is reused). With ``held_out.fraction`` the map
+    is built from the instructions the split leaves; the held-out pairs are written once beside it."""
     if config.map_run:
-        return MapRun.open(config.map_run).path
-    map_dir = config.experiment_dir / "maps" / f"{config.map.input.stem}-{config.map.scorer}-{config.map_fingerprint()}"
-    if config.map.out:
-        map_dir = Path(config.map.out)
-    try:
-        MapRun.open(map_dir)
-    except IncompleteRun:
-        run_map(replace(config.map, out=str(map_dir)), progress=progress)
+        map_dir = MapRun.open(config.map_run).path
+    else:
+        map_dir = (
+            config.experiment_dir / "maps" / f"{config.map.input.stem}-{config.map.scorer}-{config.map_fingerprint()}"
+        )
+        if config.map.out:
+            map_dir = Path(config.map.out)
+        try:
+            MapRun.open(map_dir)
+        except IncompleteRun:
+            run_map(
+                replace(config.map, out=str(map_dir)),
+                progress=progress,
+                data=ensure_held_out(config, progress=progress),
+            )
+    if config.held_out.enabled and not (held_out_dir(config) / "held_out.json").exists():
+        ensure_held_out(config, progress=progress)
     return map_dir
 
 
+def held_out_dir(config: ExperimentConfig) -> Path:
+    return config.experiment_dir / "held_out" / config.held_out_fingerprint()
+
+
+def ensure_held_out(config: ExperimentConfig, *, progress: bool) -> PreferenceData | None:
+    """Write the held-out pairs (``held_out/<hash>/pairs.jsonl`` and ``held_out.json``) once; returns the
+    data the map is built from when the held-out pairs are split from it (None: the map reads its input)."""
+    options = config.held_out
+    if not options.enabled:
+        return None
+    folder = held_out_dir(config)
+    if options.dataset:
+        held = replace(config.map.input, dataset=options.dataset, limit=None).read(progress=progress)
+        pool = None
+    else:
+        pool, held = held_out.split(
+            config.map.input.read(progress=progress), fraction=options.fraction, seed=options.seed
+        )
+    if not (folder / "held_out.json").exists():
+        records = held_out.held_out_records(held)
+        write_jsonl(records, folder / "pairs.jsonl")
+        record = {
+            "source": held.source,
+            "held_out": to_dict(options),
+            "n_instructions": len(held.instructions),
+            "n_pairs": len(records),
+            "instruction_ids": sorted(str(i) for i in held.instructions["instruction_id"]),
+        }
+        publish_text(folder / "held_out.json", json.dumps(record, indent=2))
+    return pool
+
+
+def held_out_instruction_ids(config: ExperimentConfig) -> set[str]:
+    path = held_out_dir(config) / "held_out.json"
+    return set(json.loads(path.read_text())["instruction_ids"]) if config.held_out.enabled else set()
+
+
 def selection_inputs(map_dir: Path, config: ExperimentConfig) -> SelectionInputs:
+    """The map's tables for the strategies, without any held-out instruction (which a held-out dataset
+    given apart from the map's may share with it)."""
     run = MapRun.open(map_dir)
     responses, map_config = run.scores(), run.summary["config"]
     pairs = preference_pairs(
         responses, rule=map_config["pair_rule"], annotated=run.preferences(), seed=map_config.get("seed", 42)
     )
+    map_table = run.map_table()
+    held_ids = held_out_instruction_ids(config)
+    if held_ids:
+        shared = map_table["instruction_id"].astype(str).isin(held_ids)
+        if shared.any():
+            logger.warning("%d mapped instructions are held out: they are not selected", int(shared.sum()))
+        map_table = map_table[~shared].reset_index(drop=True)
+        responses = responses[~responses["instruction_id"].astype(str).isin(held_ids)].reset_index(drop=True)
+        pairs = pairs[~pairs["instruction_id"].astype(str).isin(held_ids)].reset_index(drop=True)
     dynamics = pd.read_parquet(config.selection.dynamics) if config.selection.dynamics else None
-    return SelectionInputs(run.map_table(), responses, pairs, scorer=run.scorer, dynamics=dynamics)
+    return SelectionInputs(map_table, responses, pairs, scorer=run.scorer, dynamics=dynamics)
 
 
 def select_stage(inputs: SelectionInputs, config: ExperimentConfig, run_dir: Path, *, map_run_id: str | None) -> dict:
@@ -116,8 +183,60 @@ def train_stage(
     )
     if main_process:
         publish(run_dir / "pair_margins.parquet", lambda staging: margins.to_parquet(staging, index=False))
+        if not margins.empty:
+            dynamics = write_training_dynamics(margins, run_dir)
+            metrics |= {k: v for k, v in dynamics.items() if k not in ("dynamics_table", "dynamics_figure")}
         publish_text(run_dir / "train.json", json.dumps(metrics, indent=2))
     return model_dir, metrics, margins
+
+
+def preference_accuracy_stage(config: ExperimentConfig, model_dir: Path, run_dir: Path, *, progress: bool) -> dict:
+    """The trained policy's accuracy on the held-out pairs (``eval/preference_accuracy/``), against the
+    untrained policy's log-probabilities, computed once per experiment."""
+    from trl import DPOConfig
+
+    options = config.evaluation.preference_accuracy
+    records = [record for _, record in iter_jsonl(held_out_dir(config) / "pairs.jsonl")]
+    # Measured as the training pairs were tokenized: the same length and the same end kept.
+    truncation = {
+        "max_length": options.max_length or config.train.dpo.get("max_length") or DEFAULT_MAX_LENGTH,
+        "truncation_mode": config.train.dpo.get("truncation_mode", DPOConfig.truncation_mode),
+    }
+    device = pick_device(config.train.device)
+    cache_key = fingerprint({"model": config.train.model, **truncation})
+    reference = reference_table(
+        policy_checkpoint(config.train.model),
+        records,
+        options,
+        **truncation,
+        cache=held_out_dir(config) / f"reference-{cache_key}.parquet",
+        device=device,
+        progress=progress,
+    )
+    return evaluate_preference_accuracy(
+        model_dir,
+        reference,
+        records,
+        options,
+        beta=config.train.dpo.get("beta", DPOConfig.beta),
+        **truncation,
+        out_dir=run_dir / "eval" / "preference_accuracy",
+        device=device,
+        progress=progress,
+    )
+
+
+def lm_eval_stage(config: ExperimentConfig, model_dir: Path, run_dir: Path) -> dict:
+    """lm-eval's scores of the trained policy (``eval/lm_eval/``) and of the untrained one (``reference_``
+    fields, computed once per experiment and tasks), so that a row shows what DPO kept."""
+    options = config.evaluation.lm_eval
+    device = pick_device(config.train.device)
+    untrained_dir = config.experiment_dir / "reference" / fingerprint({"model": config.train.model} | to_dict(options))
+    untrained = run_lm_eval(
+        policy_checkpoint(config.train.model), options, out_dir=untrained_dir / "lm_eval", device=device
+    )
+    trained = run_lm_eval(str(model_dir), options, out_dir=run_dir / "eval" / "lm_eval", device=device)
+    return trained | {f"reference_{key}": value for key, value in untrained.items() if key != "lm_eval_tasks"}
 
 
 def append_result(row: dict, path: Path) -> pd.DataFrame:
@@ -173,6 +292,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = True, command: 
             map_figure=map_dir / "map.png",
             results=results,
             margins=pd.read_parquet(margins_path) if margins_path.exists() else pd.DataFrame(columns=MARGIN_COLUMNS),
+            dynamics_figure=run_dir / "dynamics.png",
         )
     finally:
         tracking.finish(wandb_run)
@@ -187,6 +307,8 @@ def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_ru
         "length_debias": map_summary["config"].get("length_debias", False),
         "model": config.train.model,
     }
+    if "lm_eval" in config.stages and config.evaluation.lm_eval.tasks:
+        check_tasks(config.evaluation.lm_eval)  # a misspelt task fails now, not after training
     selection_path = run_dir / "selection.json"
     if "select" in config.stages and state.is_main_process:
         select_stage(selection_inputs(map_dir, config), config, run_dir, map_run_id=map_summary.get("run_id"))
@@ -215,6 +337,12 @@ def _run_stages(config: ExperimentConfig, run_dir: Path, map_dir: Path, wandb_ru
         for key in ("train/rewards/accuracies", "train/rewards/margins")
         if key in metrics
     }
+    row |= {key: value for key, value in metrics.items() if key.startswith("dynamics_")}
+
+    if "preference_accuracy" in config.stages and config.held_out.enabled and state.is_main_process:
+        row |= preference_accuracy_stage(config, model_dir, run_dir, progress=progress)
+    if "lm_eval" in config.stages and config.evaluation.lm_eval.tasks and state.is_main_process:
+        row |= lm_eval_stage(config, model_dir, run_dir)
 
     if {"answer", "judge"} & set(config.stages) and state.is_main_process:
         reference = reference_answers(

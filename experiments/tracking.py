@@ -55,9 +55,17 @@ def start_run(options: WandbOptions, *, run_dir: Path, name: str, group: str, co
     )
 
 
-def log_outcome(run, *, result: dict, map_figure: Path | None, results: pd.DataFrame, margins: pd.DataFrame) -> None:
-    """Final metrics into the run summary; the map, the experiment's results so far and the pair
-    margins as media and tables."""
+def log_outcome(
+    run,
+    *,
+    result: dict,
+    map_figure: Path | None,
+    results: pd.DataFrame,
+    margins: pd.DataFrame,
+    dynamics_figure: Path | None = None,
+) -> None:
+    """Final metrics into the run summary; the map, the training-dynamics map, the experiment's results so
+    far and the pair margins as media and tables."""
     if run is None:
         return
     import wandb
@@ -67,6 +75,8 @@ def log_outcome(run, *, result: dict, map_figure: Path | None, results: pd.DataF
     payload = {"results": wandb.Table(dataframe=results.astype(str))}
     if map_figure is not None and map_figure.exists():
         payload["data_map"] = wandb.Image(str(map_figure))
+    if dynamics_figure is not None and dynamics_figure.exists():
+        payload["training_dynamics"] = wandb.Image(str(dynamics_figure))
     if not margins.empty:
         payload["pair_margins"] = wandb.Table(dataframe=margins)
     run.log(payload)

@@ -1,10 +1,9 @@
-"""DPO with TRL on one subset's pairs, and every pair's implicit reward margin at each epoch end.
-from admap.devices import pick_device
-from admap.models import materialize_gguf, resolve_generator_model
+"""DPO with TRL on one subset's pairs, and every pair's implicit reward margin at each recording point.
 
-TRL logs batch means of the reward margin; a data map of training dynamics (Dataset Cartography)
-needs each pair's margin after each epoch, so `PairMarginRecorder` scores the whole training set
-with the policy and the reference model at every epoch end.
+TRL logs batch means of the reward margin; a data map of training dynamics (Dataset Cartography,
+admap/dynamics.py) needs each pair's margin at several points of the training, so `PairMarginRecorder`
+scores the whole training set with the policy and the reference model at every epoch end and, with
+``train.pair_margins_every``, every N optimizer steps.
 """
 
 from __future__ import annotations
@@ -190,18 +189,32 @@ def pair_margins(trainer, *, batch_size: int) -> list[float]:
     return [by_position[position] for position in range(len(dataset))]
 
 
-def pair_margin_recorder(*, batch_size: int):
+def pair_margin_recorder(*, batch_size: int, every: int | None = None):
     """A TrainerCallback that scores every training pair at each epoch end (and at the end of a run
-    stopped by ``max_steps`` mid-epoch, which is an epoch end for the Trainer too). Pairs are named
-    by the ids the training set carries: TRL drops pairs whose prompt alone fills ``max_length``."""
+    stopped by ``max_steps`` mid-epoch, which is an epoch end for the Trainer too) and, with ``every``,
+    after every ``every``-th optimizer step; a step is recorded once, even when an epoch ends on it.
+    Pairs are named by the ids the training set carries: TRL drops pairs whose prompt alone fills
+    ``max_length``. Where TRL precomputed the reference log-probabilities (``precompute_ref_log_probs``)
+    the training set carries them and only the policy runs."""
     from transformers import TrainerCallback
 
     class PairMarginRecorder(TrainerCallback):
         def __init__(self) -> None:
             self.trainer = None
             self.rows: list[pd.DataFrame] = []
+            self.recorded_steps: set[int] = set()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if every is not None and state.global_step % every == 0:
+                self.record(state)
 
         def on_epoch_end(self, args, state, control, **kwargs):
+            self.record(state)
+
+        def record(self, state) -> None:
+            if state.global_step in self.recorded_steps:
+                return
+            self.recorded_steps.add(state.global_step)
             margins = pair_margins(self.trainer, batch_size=batch_size)
             frame = self.trainer.train_dataset.select_columns(PAIR_ID_COLUMNS).to_pandas()
             frame.insert(0, "pair_index", range(len(frame)))
@@ -209,7 +222,12 @@ def pair_margin_recorder(*, batch_size: int):
             frame["step"] = state.global_step
             frame["margin"] = margins
             self.rows.append(frame)
-            logger.info("epoch %.2f: mean pair margin %.4f", state.epoch, float(pd.Series(margins).mean()))
+            logger.info(
+                "step %d (epoch %.2f): mean pair margin %.4f",
+                state.global_step,
+                state.epoch,
+                float(pd.Series(margins).mean()),
+            )
 
         def table(self) -> pd.DataFrame:
             return pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(columns=MARGIN_COLUMNS)
@@ -237,7 +255,7 @@ def train_dpo(
     pairs_path: Path, options: TrainOptions, *, out_dir: Path, run_name: str, report_to: list[str]
 ) -> tuple[Path, dict, pd.DataFrame]:
     """Train DPO on the TRL records in ``pairs_path``. Returns ``(model directory, final metrics,
-    pair margins per epoch)`` on every process; only the main process writes the model. With LoRA
+    pair margins per recording point)`` on every process; only the main process writes the model. With LoRA
     the adapter is saved (``adapter/``) and merged into the base model afterwards, from the saved
     file, so the directory holds a complete model for generation whatever sharded the training."""
     import gc
@@ -290,7 +308,7 @@ def train_dpo(
         logger.warning("%d of %d pairs dropped by TRL: their prompt alone fills max_length", dropped, len(dataset))
     recorder = None
     if options.pair_margins:
-        recorder = pair_margin_recorder(batch_size=args.per_device_eval_batch_size)
+        recorder = pair_margin_recorder(batch_size=args.per_device_eval_batch_size, every=options.pair_margins_every)
         recorder.trainer = trainer
         trainer.add_callback(recorder)
     output = trainer.train()

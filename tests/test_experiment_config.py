@@ -3,6 +3,7 @@ flags override YAML key by key, run ids are unique per configuration, sweeps exp
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -34,7 +35,7 @@ def test_every_sweep_recipe_expands(path):
     assert (CONFIGS / f"{sweep.name}.yaml").exists()
     configs = expand(sweep, source=str(path))
     strategies = sweep.grid["selection.strategy"]
-    assert [c.selection.strategy for c in configs] == strategies
+    assert [c.selection.strategy for c in configs] == strategies * len(sweep.seeds or [None])
     assert len({c.run_id() for c in configs}) == len(configs)
     assert all(c.name == sweep.name for c in configs)
 
@@ -126,6 +127,85 @@ def test_sweep_crosses_the_grid_with_seeds():
     bad = build(SweepConfig, {"name": "s", "base": {}, "grid": {"selection.stratgy": ["random"]}})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['stratgy'\]"):
         expand(bad, source="s")
+
+
+def test_seeds_set_every_seed_field():
+    sweep = build(
+        SweepConfig,
+        {
+            "name": "s",
+            "base": {"train": {"dpo": {"max_steps": 1, "seed": 5}}},
+            "grid": {"selection.strategy": ["random", "full"]},
+            "seeds": [1, 2],
+            "seed_fields": ["selection.seed", "train.dpo.seed"],
+        },
+    )
+    configs = expand(sweep, source="s")
+    assert sorted((c.selection.strategy, c.selection.seed, c.train.dpo["seed"]) for c in configs) == [
+        ("full", 1, 1), ("full", 2, 2), ("random", 1, 1), ("random", 2, 2)
+    ]  # fmt: skip
+    assert all(c.train.dpo["max_steps"] == 1 for c in configs)
+
+
+def test_strategy_summary_is_the_mean_and_t_interval_over_seeds(tmp_path):
+    from admap_experiments.sweep import plot_sweep, strategy_summary
+
+    rows = pd.DataFrame(
+        {
+            "strategy": ["random"] * 3 + ["high_mean"] * 3,
+            "fraction": [0.25] * 6,
+            "seed": [1, 2, 3] * 2,
+            "n_pairs": [50] * 6,
+            "preference_accuracy": [0.50, 0.56, 0.59, 0.60, 0.60, 0.60],
+            "preference_accuracy_low": [0.4] * 6,
+            "preference_accuracy_high": [0.7] * 6,
+        }
+    )
+    summary = strategy_summary(rows).set_index("strategy")
+    values = np.array([0.50, 0.56, 0.59])
+    half = 4.302652729911275 * values.std(ddof=1) / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert summary.loc["random", "preference_accuracy"] == pytest.approx(values.mean())
+    assert summary.loc["random", "preference_accuracy_low"] == pytest.approx(values.mean() - half)
+    assert summary.loc["random", "preference_accuracy_high"] == pytest.approx(values.mean() + half)
+    assert summary.loc["high_mean", "preference_accuracy_std"] == 0 and summary.loc["high_mean", "seeds"] == 3
+    figure = plot_sweep(rows, tmp_path / "sweep.png", title="t")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paired_differences_compare_the_same_pairs_seed_by_seed():
+    from admap_experiments.sweep import paired_differences
+
+    def outcomes(correct):
+        ids = [f"i{k}" for k in range(len(correct))]
+        return pd.DataFrame({"instruction_id": ids, "chosen_id": ids, "rejected_id": ids, "reward_correct": correct})
+
+    rows = pd.DataFrame(
+        {"strategy": ["random", "random", "high_mean", "high_mean"], "seed": [1, 2, 1, 2], "run_id": list("abcd")}
+    )
+    tables = {
+        "a": outcomes([1.0, 0.0, 1.0, 0.0]),
+        "b": outcomes([0.0, 0.0, 1.0, 1.0]),
+        "c": outcomes([1.0, 1.0, 1.0, 0.0]),
+        # Another order of the same pairs: they are matched by ids, not by position.
+        "d": outcomes([1.0, 0.0, 1.0, 1.0]).iloc[::-1],
+    }
+    (row,) = paired_differences(rows, tables).to_dict("records")
+    # Per pair, averaged over the two seeds: (0 + 1) / 2, (1 + 0) / 2, 0, 0.
+    assert row["strategy"] == "high_mean" and row["seeds"] == 2 and row["held_out_pairs"] == 4
+    assert row["accuracy_difference"] == pytest.approx(0.25)
+    assert 0 <= row["accuracy_difference_low"] <= 0.25 <= row["accuracy_difference_high"] <= 0.5
+
+
+def test_held_out_pairs_cannot_be_split_from_a_map_built_already():
+    with pytest.raises(ValueError, match="held_out.dataset instead"):
+        build(ExperimentConfig, {"map_run": "runs/demo", "held_out": {"fraction": 0.2}})
+    with pytest.raises(ValueError, match="not both"):
+        build(ExperimentConfig, {"held_out": {"fraction": 0.2, "dataset": "x.jsonl"}})
+    with pytest.raises(ValueError, match=r"held_out.fraction must be in \[0, 1\)"):
+        build(ExperimentConfig, {"held_out": {"fraction": 1.0}})
+    plain = build(ExperimentConfig, {})
+    split = build(ExperimentConfig, {"held_out": {"fraction": 0.2}})
+    assert split.map_fingerprint() != plain.map_fingerprint()  # a map of the rest is another map
 
 
 def test_secrets_never_reach_tracked_configs():

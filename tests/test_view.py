@@ -159,6 +159,66 @@ def test_semantic_coordinates_and_neighbourhood_colourings_where_neighbours_ran(
     assert without["semantic"] is None and "near_duplicate" in {mode["key"] for mode in without["colourings"]}
 
 
+def dynamics_margins(ids: list[str]) -> pd.DataFrame:
+    """pair_margins.parquet over 3 recording points: two pairs of the first instruction, one of each other."""
+    pairs = [(ids[0], f"{ids[0]}-0", f"{ids[0]}-1"), (ids[0], f"{ids[0]}-0", f"{ids[0]}-2")]
+    pairs += [(i, f"{i}-0", f"{i}-1") for i in ids[1:]]
+    return pd.DataFrame(
+        [
+            {"instruction_id": i, "chosen_id": c, "rejected_id": r, "epoch": step / 6, "step": step, "margin": margin}
+            for k, (i, c, r) in enumerate(pairs)
+            for step, margin in zip((2, 4, 6), (0.5 * k - 1, k - 2.0, 0.3 * k * (-1) ** k))
+        ]
+    )
+
+
+def test_dynamics_layout_and_colourings_where_margins_are_given():
+    from admap.dynamics import instruction_dynamics, pair_dynamics
+
+    map_table, scores, summary = small_run()
+    assert view.build_payload(map_table, scores, summary)["dynamics"] is None
+    ids = map_table["instruction_id"].tolist()
+    # ins-3 was not trained on (not selected); ins-5, unmapped, was.
+    pairs = pair_dynamics(dynamics_margins([i for i in ids if i != "ins-3"]))
+    payload = view.build_payload(map_table, scores, summary, dynamics=pairs)
+    expected = instruction_dynamics(pairs).set_index("instruction_id").reindex(ids)
+    dynamics = payload["dynamics"]
+    assert dynamics["x"][3] is None and dynamics["y"][3] is None and dynamics["n_pairs"][3] == 0
+    for k in (0, 1, 2, 4, 5):
+        assert dynamics["x"][k] == pytest.approx(expected["variability"].iloc[k], rel=1e-5)
+        assert dynamics["y"][k] == pytest.approx(expected["confidence"].iloc[k], rel=1e-5)
+        assert dynamics["correctness"][k] == pytest.approx(expected["correctness"].iloc[k], rel=1e-5)
+    assert dynamics["n_pairs"][:2] == [2, 1]
+    assert (dynamics["pairs"], dynamics["points"], dynamics["instructions"]) == (6, 3, 5)
+    modes = {mode["key"]: mode for mode in payload["colourings"]}
+    region = modes["dynamics_region"]
+    assert region["names"] == ["easy to learn", "ambiguous", "hard to learn", "no trained pairs"]
+    names = {"easy": "easy to learn", "ambiguous": "ambiguous", "hard": "hard to learn"}
+    assert [region["names"][c] for c in region["codes"]] == [
+        "no trained pairs" if k == 3 else names[expected["region"].iloc[k]] for k in range(len(ids))
+    ]
+    confidence = modes["dynamics_confidence"]
+    assert confidence["kind"] == "continuous" and confidence["values"][3] is None
+    # The page embeds it (no NaN reaches the JSON).
+    assert '"dynamics":{"x":[' in view.render_html(payload)
+    # Margins of another dataset name none of the page's instructions.
+    with pytest.raises(ValueError, match="none of the 6 instructions shown has training dynamics"):
+        view.build_payload(map_table, scores, summary, dynamics=pairs.assign(instruction_id="elsewhere"))
+
+
+def test_admap_view_reads_the_pair_margins(tmp_path):
+    rows = [
+        {"instruction": f"question {k}", "proxy": f"answer {k}", "chosen": f"answer {k}, in full", "rejected": "no"}
+        for k in range(6)
+    ]
+    run = map_without_models(rows, tmp_path)
+    ids = pd.read_parquet(run / "map.parquet")["instruction_id"].tolist()
+    dynamics_margins(ids).to_parquet(tmp_path / "pair_margins.parquet")
+    assert main(["view", str(run), "--dynamics", str(tmp_path / "pair_margins.parquet"), "--quiet"]) == 0
+    payload = json.loads(re.search(r'id="admap-data">(.*?)</script>', (run / "view.html").read_text(), re.S).group(1))
+    assert payload["dynamics"]["instructions"] == 6 and payload["dynamics"]["points"] == 3
+
+
 def test_categorical_keeps_the_most_frequent_and_pools_the_rest():
     values = ["a"] * 5 + ["b"] * 3 + ["c", "d", None]
     mode = view.categorical("k", "label", values, limit=2)

@@ -680,3 +680,86 @@ def test_without_webgl_both_panels_draw_on_2d_canvases(playwright, semantic_view
         assert view.errors == []
     finally:
         browser.close()
+
+
+# ---- the training-dynamics view: twelve instructions, ten of them trained on, one pair each over three points.
+@pytest.fixture(scope="module")
+def dynamics_view(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """The page of a run given a DPO run's pair margins, and each instruction's training dynamics."""
+    from admap.dynamics import instruction_dynamics, pair_dynamics
+
+    folder = tmp_path_factory.mktemp("dynamics")
+    texts = [f"plain instruction {k}" for k in range(12)]
+    run_dir = write_run(
+        folder / "run", np.linspace(0.01, 0.1, 12), np.linspace(0.3, 0.7, 12), texts, 2, lambda k, j: f"answer {j}"
+    )
+    # Instruction k's margins drift from -1 by a speed of its own; 10 and 11 were not trained on.
+    margins = pd.DataFrame(
+        [
+            {
+                "instruction_id": instruction_id(k),
+                "chosen_id": f"{instruction_id(k)}-0",
+                "rejected_id": f"{instruction_id(k)}-1",
+                "epoch": step / 6,
+                "step": step,
+                "margin": -1.0 + (k - 4) * 0.4 * step / 2 + (0.8 * (-1) ** step if k % 3 == 0 else 0.0),
+            }
+            for k in range(10)
+            for step in (2, 4, 6)
+        ]
+    )
+    margins.to_parquet(folder / "pair_margins.parquet")
+    page = run_view(ViewConfig(run_dir=str(run_dir), dynamics=str(folder / "pair_margins.parquet")))
+    return page, instruction_dynamics(pair_dynamics(margins))
+
+
+def test_the_training_dynamics_view_is_drawn_beside_the_map(open_view, dynamics_view, tmp_path):
+    page, dynamics = dynamics_view
+    view = open_view(page)
+    api = view.page.evaluate("() => [window.admapView.panels, window.admapView.drawn]")
+    assert api == [["map", "dynamics"], {"map": 12, "dynamics": 10}]
+    for visible in ("#dynamics-panel", "#map-title", "#dynamics-note", "#panels-note"):
+        expect(view.page.locator(visible)).to_be_visible()
+    for hidden in ("#semantic-panel", "#semantic-note"):
+        expect(view.page.locator(hidden)).to_be_hidden()
+    expect(view.page.locator("#dynamics-title")).to_have_text(
+        "training dynamics — instructions by their pairs' confidence and variability "
+        "(10 DPO pairs over 3 recording points)"
+    )
+    assert coloured_pixels(view.page.locator("#dynamics-plot").screenshot()) > 20 * 10
+    # Hover in the dynamics view: its tooltip names the confidence and variability.
+    most_confident = dynamics.loc[dynamics["confidence"].idxmax()]
+    point = view.page.evaluate(
+        "(id) => window.admapView.project(window.admapView.indexOf(id), 'dynamics')", most_confident["instruction_id"]
+    )
+    view.page.mouse.move(point["x"], point["y"])
+    tooltip = view.page.locator("#dynamics-tooltip")
+    expect(tooltip).to_have_attribute("data-instruction-id", most_confident["instruction_id"])
+    expect(tooltip.locator(".stats")).to_contain_text("DPO confidence")
+    view.page.mouse.click(point["x"], point["y"])
+    expect(view.page.locator("#detail")).to_contain_text("DPO variability")
+    view.page.keyboard.press("Escape")
+    # A box around the upper half of the dynamics view (by confidence) selects those instructions in the map too.
+    cut = float(dynamics["confidence"].median())
+    upper = dynamics[dynamics["confidence"] > cut]
+    pad_x = 0.05 * np.ptp(dynamics["variability"]) + 1e-3
+    view.page.click("#tool-box")
+    drag_box(
+        view,
+        (dynamics["variability"].min() - pad_x, dynamics["confidence"].max() + 0.02),
+        (dynamics["variability"].max() + pad_x, cut + 1e-6),
+        panel="dynamics",
+    )
+    expect(view.page.locator("#selection-count")).to_have_text(f"{len(upper)} instructions selected")
+    assert set(highlighted(view, "map")) == set(upper["instruction_id"]) == set(highlighted(view, "dynamics"))
+    # The colourings by its regions and its confidence.
+    keys = view.page.locator("#colour option").evaluate_all("(options) => options.map((o) => o.dataset.key)")
+    assert {"dynamics_region", "dynamics_confidence"} <= set(keys)
+    view.page.select_option("#colour", str(keys.index("dynamics_region")))
+    legend = view.page.locator("#legend")
+    expect(legend.locator("li", has_text="no trained pairs").locator(".count")).to_have_text("2")
+    counts = dynamics["region"].value_counts()
+    for region, name in (("easy", "easy to learn"), ("hard", "hard to learn"), ("ambiguous", "ambiguous")):
+        if counts.get(region, 0):
+            expect(legend.locator("li", has_text=name).locator(".count")).to_have_text(str(counts[region]))
+    assert view.errors == []

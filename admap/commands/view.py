@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from admap import view
 from admap.commands import Command
 from admap.config import option
+from admap.dynamics import pair_dynamics
 from admap.run_folder import MapRun
 
 
@@ -18,6 +21,12 @@ class ViewConfig:
     run_dir: str = option(help="a run directory written by `admap map`", positional=True)
     out: str | None = option(None, "output HTML (default: RUN_DIR/view.html)")
     compare: list[str] = option([], "runs of other scorers on the same dataset, to colour the map by their regions")
+    dynamics: str | None = option(
+        None,
+        "pair_margins.parquet of a DPO run on this run's pairs (python -m admap_experiments.run writes one per run; "
+        "at least 2 recording points): a panel of the instructions' training dynamics (confidence against "
+        "variability, Dataset Cartography) and colourings by its regions and confidence",
+    )
     max_points: int = option(100_000, "instructions in the page at most, a seeded random sample beyond (0: all)")
     text_budget: int = option(
         40_000_000, "characters of dataset text in the page; beyond it the longest texts are shortened first (0: all)"
@@ -33,8 +42,9 @@ class ViewConfig:
 
 
 def run_view(config: ViewConfig, *, progress: bool = True, command: str | None = None) -> Path:
-    """Write the run's interactive map (``view.html``), with suspect flags where ``admap diagnose`` has run
-    and other scorers' regions from ``config.compare``; serve it if asked. Returns the page's path."""
+    """Write the run's interactive map (``view.html``), with suspect flags where ``admap diagnose`` has run,
+    other scorers' regions from ``config.compare`` and the training dynamics of ``config.dynamics``; serve it
+    if asked. Returns the page's path."""
     run = MapRun.open(config.run_dir)
     others: list[view.OtherRun] = []
     for other in map(MapRun.open, config.compare):
@@ -50,6 +60,7 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         suspects=run.suspects(),
         others=others,
         neighbourhoods=run.neighbourhoods_if_any(),
+        dynamics=pair_dynamics(pd.read_parquet(config.dynamics)) if config.dynamics else None,
         max_points=config.max_points or None,
         seed=config.seed,
         text_budget=config.text_budget,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+
 
 def plain_rendering(messages: list[dict]) -> str:
     """``Role: content`` lines, for a tokenizer without a chat template."""
@@ -59,3 +61,25 @@ def padded_batches(
             ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             mask[row, : len(tokens)] = 1
         yield rows, ids, mask
+
+
+def response_token_log_probs(lm, batches, encoded: list[tuple[list[int], int]]) -> list[np.ndarray]:
+    """Per encoded sequence, the log-probabilities the LM gives its last ``n`` (response) tokens; an empty
+    array where there are none. ``batches`` are `padded_batches` of ``encoded``."""
+    import torch
+
+    out: list[np.ndarray] = [np.empty(0, dtype=np.float64)] * len(encoded)
+    for rows, ids, mask in batches:
+        with torch.inference_mode():
+            logits = lm(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits[:, :-1]
+            # Token t is predicted from position t - 1: its logit less the position's log-sum-exp, without a
+            # second (batch, length, vocabulary) tensor of log-probabilities.
+            chosen = logits.gather(-1, ids[:, 1:, None].to(lm.device))[..., 0].float()
+            token_log_probs = (chosen - torch.logsumexp(logits.float(), dim=-1)).cpu().numpy().astype(np.float64)
+        for row, i in enumerate(rows):
+            tokens, n_response = encoded[i]
+            # The first token has no prediction: a response that fills the whole window loses it.
+            scored = min(n_response, len(tokens) - 1)
+            if scored > 0:
+                out[i] = token_log_probs[row, len(tokens) - 1 - scored : len(tokens) - 1]
+    return out

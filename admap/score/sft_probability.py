@@ -23,7 +23,7 @@ from admap.devices import pick_device
 from admap.models import DEFAULT_GENERATOR_MODEL, load_causal_lm
 from admap.progress import advancing, stage_bar
 from admap.score.base import SCORERS, ScorerDefaults, ScoringContext
-from admap.score.causal_lm import encode_in_context, padded_batches
+from admap.score.causal_lm import encode_in_context, padded_batches, response_token_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -38,23 +38,8 @@ class SftProbabilityOptions:
 def mean_token_log_probs(lm, batches, encoded: list[tuple[list[int], int]]) -> np.ndarray:
     """Per encoded sequence, the mean log-probability the LM gives its last ``n`` (response) tokens;
     -inf where there are none."""
-    import torch
-
-    out = np.full(len(encoded), -np.inf, dtype=np.float64)
-    for rows, ids, mask in batches:
-        with torch.inference_mode():
-            logits = lm(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits[:, :-1]
-            # Token t is predicted from position t - 1: its logit less the position's log-sum-exp, without a
-            # second (batch, length, vocabulary) tensor of log-probabilities.
-            chosen = logits.gather(-1, ids[:, 1:, None].to(lm.device))[..., 0].float()
-            token_log_probs = (chosen - torch.logsumexp(logits.float(), dim=-1)).cpu().numpy()
-        for row, i in enumerate(rows):
-            tokens, n_response = encoded[i]
-            # The first token has no prediction: a response that fills the whole window loses it.
-            scored = min(n_response, len(tokens) - 1)
-            if scored > 0:
-                out[i] = token_log_probs[row, len(tokens) - 1 - scored : len(tokens) - 1].mean()
-    return out
+    per_token = response_token_log_probs(lm, batches, encoded)
+    return np.array([tokens.mean() if len(tokens) else -np.inf for tokens in per_token], dtype=np.float64)
 
 
 @SCORERS.register("sft_probability")

@@ -1,10 +1,11 @@
 // admap view: the alignment data map in the browser. Hand-written, no libraries, no network.
 // Dataset text reaches the DOM through textContent only: responses may hold HTML and scripts.
 //
-// The page draws one panel, the mean–variance map, or two where `admap neighbours` has run: the map and the
-// semantic view (the instructions' embeddings laid out in 2-D). A panel owns its canvases, its coordinates,
-// its view (pan and zoom), its grid for hover and its renderer; the colouring, the selection, the search
-// matches and the opened instruction are the page's, so that whatever one panel selects the other shows.
+// The page draws the mean–variance map, and beside it the semantic view where `admap neighbours` has run (the
+// instructions' embeddings laid out in 2-D) and the training-dynamics view where a DPO run's pair margins were
+// given (confidence against variability). A panel owns its canvases, its coordinates, its view (pan and zoom),
+// its grid for hover and its renderer; the colouring, the selection, the search matches and the opened
+// instruction are the page's, so that whatever one panel selects the others show.
 (function () {
   "use strict";
 
@@ -13,6 +14,7 @@
   const ins = data.instructions;
   const res = data.responses;
   const semantic = data.semantic || null;
+  const dynamics = data.dynamics || null;
   const n = ins.id.length;
   const GRID = 256;
   const MISSING_RGB = [200, 200, 200];
@@ -715,6 +717,11 @@
     return `semantic view — instructions by meaning (${facts.join("; ")})`;
   }
 
+  function dynamicsTitle() {
+    const points = `${dynamics.pairs.toLocaleString()} DPO pairs over ${dynamics.points} recording points`;
+    return `training dynamics — instructions by their pairs' confidence and variability (${points})`;
+  }
+
   const mapPanel = createPanel({
     name: "map",
     root: $("plot"),
@@ -729,29 +736,51 @@
   const panels = [mapPanel];
   const mappedCount = mapPanel.count;
   const onMap = mapPanel.on;
-  let semanticPanel = null;
+  // The views beside the map: panels of the same kind, each with its title, its note and its axes.
+  const besides = [];
   if (semantic) {
-    $("semantic-panel").hidden = false;
-    $("map-title").hidden = false;
-    $("semantic-note").hidden = false;
-    const title = $("semantic-title");
-    title.textContent = semanticTitle();
-    title.title =
-      "Nearby points are instructions with similar embeddings. Neighbourhoods kept: of each instruction's " +
-      "nearest neighbours by embedding, the share that are also among its nearest in this 2-D layout.";
     const method = SEMANTIC_METHODS[semantic.method] || "semantic";
-    semanticPanel = createPanel({
+    besides.push({
       name: "semantic",
-      root: $("semantic-plot"),
+      title: semanticTitle(),
+      explanation:
+        "Nearby points are instructions with similar embeddings. Neighbourhoods kept: of each instruction's " +
+        "nearest neighbours by embedding, the share that are also among its nearest in this 2-D layout.",
       xs: semantic.x,
       ys: semantic.y,
       xLabel: `${method} 1`,
       yLabel: `${method} 2`,
       margin: { left: 24, right: 16, top: 14, bottom: 26 },
       ticks: false,
-      thresholds: false,
     });
-    panels.push(semanticPanel);
+  }
+  if (dynamics) {
+    besides.push({
+      name: "dynamics",
+      title: dynamicsTitle(),
+      explanation:
+        "Per pair, confidence is the mean over the recording points of σ(margin), the policy's probability of " +
+        "preferring the chosen response; variability is its standard deviation. A point is an instruction: " +
+        "the means over its pairs.",
+      xs: dynamics.x,
+      ys: dynamics.y,
+      xLabel: "variability of σ(margin) (mean of its pairs)",
+      yLabel: "confidence (mean of its pairs)",
+      margin: { left: 66, right: 16, top: 14, bottom: 44 },
+      ticks: true,
+    });
+  }
+  for (const beside of besides) {
+    $(`${beside.name}-panel`).hidden = false;
+    $(`${beside.name}-note`).hidden = false;
+    const title = $(`${beside.name}-title`);
+    title.textContent = beside.title;
+    title.title = beside.explanation;
+    panels.push(createPanel({ ...beside, root: $(`${beside.name}-plot`), thresholds: false }));
+  }
+  if (besides.length) {
+    $("map-title").hidden = false;
+    $("panels-note").hidden = false;
   }
   const panelNamed = (name) => panels.find((panel) => panel.name === (name || "map")) || null;
 
@@ -827,6 +856,9 @@
   function describe(i) {
     const parts = [regionOf(i), `mean ${formatNumber(ins.y[i])}`, `variance ${formatNumber(ins.x[i])}`];
     parts.push(`${ins.n_responses[i]} responses`);
+    if (dynamics && dynamics.y[i] !== null) {
+      parts.push(`DPO confidence ${formatNumber(dynamics.y[i])}, variability ${formatNumber(dynamics.x[i])}`);
+    }
     if (state.colouring.kind === "category" && state.colouring.key !== "region") {
       parts.push(categoryOf(state.colouring, i));
     }
@@ -868,6 +900,12 @@
     definition(facts, "responses", ins.n_responses[i]);
     definition(facts, "mean rating", formatNumber(ins.mean_rating[i]));
     definition(facts, "scorer", meta.scorer);
+    if (dynamics && dynamics.y[i] !== null) {
+      definition(facts, "DPO pairs", dynamics.n_pairs[i]);
+      definition(facts, "DPO confidence", formatNumber(dynamics.y[i]));
+      definition(facts, "DPO variability", formatNumber(dynamics.x[i]));
+      definition(facts, "DPO correctness", formatNumber(dynamics.correctness[i]));
+    }
     if (ins.unmapped_reason[i]) definition(facts, "not on the map", ins.unmapped_reason[i]);
     for (const mode of data.colourings) {
       if (mode.kind === "category" && mode.key !== "region") definition(facts, mode.label, categoryOf(mode, i));
@@ -931,7 +969,7 @@
       offMap += state.selected[i] & (1 - onMap[i]);
     }
     state.selectedCount = count;
-    // Only the semantic view can select an instruction that is not on the map.
+    // Only a view beside the map can select an instruction that is not on the map.
     const elsewhere = offMap ? ` (${offMap.toLocaleString()} not on the map)` : "";
     $("selection-count").textContent = count
       ? `${count.toLocaleString()} instructions selected${elsewhere}`
@@ -1106,8 +1144,9 @@
   $("subtitle").textContent = subtitle();
   if (n > mappedCount) {
     let placed = 0;
-    if (semanticPanel) for (let i = 0; i < n; i++) placed += semanticPanel.on[i] & (1 - onMap[i]);
-    const shown = placed ? `; the semantic view shows ${placed === n - mappedCount ? "them" : placed.toLocaleString()}` : "";
+    for (let i = 0; i < n; i++) placed += !onMap[i] && panels.some((panel) => panel.on[i]) ? 1 : 0;
+    const where = besides.length === 1 ? `the ${besides[0].name} view shows` : "the other views show";
+    const shown = placed ? `; ${where} ${placed === n - mappedCount ? "them" : placed.toLocaleString()}` : "";
     $("unmapped-note").textContent = `${(n - mappedCount).toLocaleString()} instructions are not on the map (too few scored responses); search finds them${shown}.`;
   }
 
@@ -1122,8 +1161,8 @@
     return ids;
   }
 
-  // A hook for tests and scripts: where a point (or any position) is drawn in a panel ("map", the default, or
-  // "semantic"), what each panel draws, what is selected and found.
+  // A hook for tests and scripts: where a point (or any position) is drawn in a panel ("map", the default,
+  // "semantic" or "dynamics"), what each panel draws, what is selected and found.
   function inPage(panelName, where) {
     const panel = panelNamed(panelName);
     if (!panel) return null;
@@ -1146,7 +1185,7 @@
     indexOf: (id) => ins.id.indexOf(id),
     // Instruction i's point, or null where that panel does not draw it.
     project: (i, panel) => inPage(panel, (p) => p.project(i)),
-    // The map's (variance, mean), or the semantic view's (x, y).
+    // The map's (variance, mean), the semantic view's (x, y), the dynamics view's (variability, confidence).
     toScreen: (x, y, panel) => inPage(panel, (p) => p.toScreen(x, y)),
     selectedIds,
     matchedIds: () => ins.id.filter((_, i) => state.matches[i]),
