@@ -8,19 +8,24 @@ instructions out by meaning (its ``layout.parquet``), with the same colourings a
 both. Its HTML, CSS and JavaScript
 are package data (``admap/view_assets/``), inlined at write time: no CDN, no network, offline.
 
-The data goes into the page as one JSON block, columnar (one array per field) so that 100k
-instructions stay small and parse fast. Dataset text is hostile: the JSON escapes ``<``, ``>``
-and ``&`` (so ``</script>`` in a response cannot close the block), the page only ever inserts
-data with ``textContent``, and a Content-Security-Policy allows no script but the page's own
-(by hash) and no network at all.
+The page's data is one JSON block, columnar, with numbers packed (`packed`: float32 and unsigned arrays as
+base64 bytes) and ids as one string (`Lines`), so that a million instructions parse in well under a second;
+the texts and responses are a second block, gzip-compressed, that the page inflates after its first paint
+(`compressed_details`), within a text budget (`text_plan`). Served (`admap view --serve`), the page carries no
+texts and asks the server for them (`PageInstructions`). Dataset text is hostile: the JSON escapes ``<``,
+``>`` and ``&`` (so ``</script>`` in a response cannot close the block), the compressed block is base64, the
+page only ever inserts data with ``textContent``, and a Content-Security-Policy allows no script but the page's
+own (by hash) and no network at all (a served page: its own server only).
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import html
 import http.server
+import io
 import json
 import logging
 import math
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, unquote
 
 import numpy as np
 import pandas as pd
@@ -44,7 +49,18 @@ from admap.run_folder import Neighbourhoods, run_label
 
 logger = logging.getLogger(__name__)
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2
+# All of UltraFeedback-scale datasets and more: past this the page samples (seeded).
+MAX_POINTS = 1_000_000
+# Characters of dataset text in a single-file page; measured, a 64k-instruction UltraFeedback-shaped page stays
+# under 20 MB with it (benchmarks/bench_view.py).
+TEXT_BUDGET = 20_000_000
+# The share of the budget that keeps whole texts (`text_priority`); the rest shortens the others.
+WHOLE_SHARE = 0.4
+INLINE, SERVED = "inline", "served"
+PACKED_TYPES = frozenset({"float32", "uint8", "uint16", "uint32"})
+SEARCH_RESULTS_LISTED = 100
+SNIPPET_CHARS = 120
 REGION_ORDER = (HIGH_MEAN, LOW_MEAN, HIGH_VARIANCE, UNMAPPED)
 REGION_PALETTE = {**REGION_COLOURS, UNMAPPED: "#b0b0b0"}
 # Tableau 10, without its grey: the grey is kept for "other" and missing values.
@@ -92,35 +108,52 @@ def text_limit(lengths: Sequence[int] | np.ndarray, budget: int) -> int | None:
 
 
 def shorten(text: str | None, limit: int | None) -> str | None:
-    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    """``text`` cut to ``limit`` characters and an ellipsis (the page has each response's full length beside it)."""
     if text is None or limit is None or len(text) <= limit:
         return text
-    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+    return f"{text[:limit]}…"
 
 
 def text_lengths(values: pd.Series) -> np.ndarray:
-    """The length of each string in ``values`` (other values skipped); an Arrow text column is measured
-    in Arrow, without a Python string per text."""
+    """The length of each text in ``values``, 0 where one is missing; an Arrow text column is measured in
+    Arrow, without a Python string per text."""
     if isinstance(values.dtype, pd.StringDtype):
-        return values.str.len().dropna().to_numpy(dtype=np.int64)
-    return np.fromiter((len(t) for t in values if isinstance(t, str)), dtype=np.int64)
+        return values.str.len().fillna(0).to_numpy(dtype=np.int64)
+    return np.fromiter((len(t) if isinstance(t, str) else 0 for t in values), dtype=np.int64, count=len(values))
 
 
-def shortened(values: pd.Series, limit: int | None) -> list[str | None]:
-    """`shorten` of each of `strings` (``values``); an Arrow text column is cut in Arrow first, so that
-    only the shortened texts become Python strings."""
+def shortened(values: pd.Series, limit: int | None, whole: np.ndarray | None = None) -> list[str | None]:
+    """`shorten` of each of `strings` (``values``) but where ``whole`` is set; an Arrow text column is cut in
+    Arrow first, so that only the shortened texts become Python strings."""
     if limit is None or not isinstance(values.dtype, pd.StringDtype):
-        return [shorten(t, limit) for t in strings(values)]
-    heads = values.str.slice(0, limit)
-    return [
-        None if is_missing(head) else head if length <= limit else f"{head}… [{int(length) - limit:,} more characters]"
-        for head, length in zip(heads, values.str.len())
-    ]
+        texts = [shorten(t, limit) for t in strings(values)]
+    else:
+        heads = values.str.slice(0, limit)
+        texts = [
+            None if is_missing(head) else head if length <= limit else f"{head}…"
+            for head, length in zip(heads, values.str.len())
+        ]
+    if limit is not None and whole is not None:
+        for k in np.flatnonzero(whole).tolist():
+            value = values.iat[k]
+            texts[k] = None if is_missing(value) else str(value)
+    return texts
 
 
-def numbers(values) -> list[float | None]:
-    """Floats rounded to 6 significant digits (a smaller page, the same picture); NaN and None as null."""
-    return [float(f"{v:.6g}") if math.isfinite(v) else None for v in pd.Series(values, dtype="float64").tolist()]
+def numbers(values) -> np.ndarray:
+    """Floats as float32 (NaN where missing): the page carries them as packed bytes, `Packed`."""
+    return pd.Series(values, dtype="float64").to_numpy(dtype=np.float32)
+
+
+def codes_array(codes: Sequence[int], names: int) -> np.ndarray:
+    """Category codes in the smallest unsigned type that holds ``names`` of them."""
+    return np.asarray(codes, dtype=np.uint8 if names <= 256 else np.uint16)
+
+
+def smallest_unsigned(counts: np.ndarray) -> np.ndarray:
+    """Counts in the smallest unsigned type that holds them."""
+    largest = int(counts.max()) if len(counts) else 0
+    return counts.astype(np.uint8 if largest < 2**8 else np.uint16 if largest < 2**16 else np.uint32)
 
 
 def is_missing(value) -> bool:
@@ -159,7 +192,7 @@ def categorical(
         "kind": "category",
         "names": names,
         "colours": palette,
-        "codes": [index.get(v, fallback) for v in values],
+        "codes": codes_array([index.get(v, fallback) for v in values], len(names)),
     }
 
 
@@ -306,7 +339,7 @@ def dynamics_coordinates(instructions: pd.DataFrame, pairs: pd.DataFrame) -> dic
         "x": numbers(instructions["variability"]),
         "y": numbers(instructions["confidence"]),
         "correctness": numbers(instructions["correctness"]),
-        "n_pairs": [0 if is_missing(n) else int(n) for n in instructions["n_pairs"]],
+        "n_pairs": instructions["n_pairs"].fillna(0).to_numpy(dtype=np.uint32),
         "pairs": int(len(pairs)),
         "points": int(pairs["n_points"].max()),
         "instructions": int(instructions["confidence"].notna().sum()),
@@ -333,13 +366,179 @@ def suspect_pairs(ids: Sequence[str], suspects: pd.DataFrame) -> dict[str, list]
         "instruction": [position[i] for i in flagged["instruction_id"]],
         "chosen": flagged["chosen_id"].astype(str).tolist(),
         "rejected": flagged["rejected_id"].astype(str).tolist(),
-        "margin": numbers(flagged["margin"]),
-        "suspicion": numbers(flagged["suspicion_score"]),
+        "margin": [finite_or_none(v) for v in flagged["margin"].tolist()],
+        "suspicion": [finite_or_none(v) for v in flagged["suspicion_score"].tolist()],
     }
 
 
 def finite_or_none(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def threshold_distance(table: pd.DataFrame, thresholds: dict) -> np.ndarray:
+    """Each instruction's distance to the nearest region boundary the map draws (the variance line, and the mean
+    line on its low-variance side), in units of each axis's range; infinite where it has no position."""
+    x = table["score_variance"].where(table["is_mapped"].astype(bool)).to_numpy(dtype=np.float64)
+    y = table["mean_score"].where(table["is_mapped"].astype(bool)).to_numpy(dtype=np.float64)
+    variance, mean = finite_or_none(thresholds.get("variance")), finite_or_none(thresholds.get("mean"))
+    distance = np.full(len(table), np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if variance is not None:
+            distance = np.fmin(distance, np.abs(x - variance) / (np.nanmax(x) - np.nanmin(x) or 1.0))
+        if mean is not None:
+            below = x < variance if variance is not None else np.isfinite(x)
+            to_mean = np.abs(y - mean) / (np.nanmax(y) - np.nanmin(y) or 1.0)
+            distance = np.fmin(distance, np.where(below, to_mean, np.inf))
+    return np.where(np.isfinite(distance), distance, np.inf)
+
+
+def text_priority(table: pd.DataFrame, suspects: pd.DataFrame | None, thresholds: dict, seed: int) -> np.ndarray:
+    """The page's instructions (positions) in the order their texts are kept whole when not all of them can be:
+    those with a pair the scores contradict, most suspicious first (what `admap diagnose` sends a user to read);
+    then, alternately, the next nearest a region boundary (where a user checks what the split did) and the next
+    of a seeded random sample (so that every part of the map has some)."""
+    n = len(table)
+    by_boundary = np.empty(n, dtype=np.int64)
+    by_boundary[np.argsort(threshold_distance(table, thresholds), kind="stable")] = np.arange(n)
+    by_sample = np.random.default_rng(seed).permutation(n)
+    rank = np.minimum(2 * by_boundary, 2 * by_sample + 1)
+    suspicion = np.full(n, np.inf)
+    if suspects is not None:
+        flagged = suspects[suspects["is_suspect"].astype(bool)]
+        most = flagged.groupby(flagged["instruction_id"].astype(str))["suspicion_score"].max()
+        position = pd.Series(np.arange(n), index=table["instruction_id"].astype(str))
+        found = most[most.index.isin(position.index)]
+        suspicion[position[found.index].to_numpy()] = -found.fillna(0).to_numpy()
+    return np.lexsort((rank, suspicion))
+
+
+def whole_instructions(chars: np.ndarray, priority: np.ndarray, budget: int) -> np.ndarray:
+    """Which instructions keep all their texts whole: those first in ``priority`` whose texts (``chars`` each, all
+    together) fit in `WHOLE_SHARE` of ``budget`` characters; every one when all texts fit (or no budget)."""
+    if budget <= 0 or int(chars.sum()) <= budget:
+        return np.ones(len(chars), dtype=bool)
+    whole = np.zeros(len(chars), dtype=bool)
+    left = int(budget * WHOLE_SHARE)
+    smallest = int(chars.min()) if len(chars) else 0
+    for k in priority.tolist():
+        if chars[k] <= left:
+            whole[k] = True
+            left -= int(chars[k])
+        if left < smallest:
+            break
+    return whole
+
+
+@dataclass(frozen=True)
+class PageInstructions:
+    """The instructions a page shows (``table``, in page order) and their responses (``responses``: instruction
+    ``i`` owns rows ``start[i]`` to ``start[i + 1]``)."""
+
+    table: pd.DataFrame
+    responses: pd.DataFrame
+    start: np.ndarray
+
+    @classmethod
+    def of(cls, map_table: pd.DataFrame, responses: pd.DataFrame, max_points: int | None, seed: int):
+        table = sample_instructions(map_table, max_points, seed)
+        grouped, start = group_responses(table["instruction_id"].astype(str).tolist(), responses)
+        return cls(table, grouped, np.asarray(start, dtype=np.int64))
+
+    @property
+    def proxies(self) -> pd.Series:
+        if "proxy_response" in self.table.columns:
+            return self.table["proxy_response"]
+        return pd.Series([None] * len(self.table), dtype=object)
+
+    def detail(self, i: int) -> dict:
+        """Instruction ``i``'s texts whole, and its responses: what `admap view --serve` answers the page with."""
+        row = self.table.iloc[i]
+        rows = self.responses.iloc[int(self.start[i]) : int(self.start[i + 1])]
+        return {
+            "index": i,
+            "id": str(row["instruction_id"]),
+            "text": strings([row["instruction"]])[0],
+            "proxy": strings([self.proxies.iat[i]])[0],
+            "unmapped_reason": strings([row["unmapped_reason"]])[0],
+            "responses": [
+                {
+                    "id": str(response["response_id"]),
+                    "text": strings([response["response"]])[0],
+                    "model": strings([response["model"]])[0],
+                    "score": finite_or_none(response["alignment_score"]),
+                    "rating": finite_or_none(response["rating"]),
+                    "chars": int(response["response_chars"]),
+                    "words": int(response["response_words"]),
+                }
+                for response in rows.to_dict(orient="records")
+            ],
+        }
+
+    def search(self, query: str, listed: int = SEARCH_RESULTS_LISTED) -> dict:
+        """The instructions whose text holds ``query`` (any case) or whose id is it, as the page's own search
+        finds them; the first ``listed`` with the start of their text."""
+        query = query.strip().lower()
+        texts = self.table["instruction"]
+        if not query:
+            hits = np.zeros(len(texts), dtype=bool)
+        else:
+            hits = texts.astype("string").str.lower().str.contains(query, regex=False).fillna(False).to_numpy(bool)
+            hits |= (self.table["instruction_id"].astype(str).str.lower() == query).to_numpy()
+        indices = np.flatnonzero(hits).astype(np.uint32)
+        return {
+            "count": int(len(indices)),
+            "indices": indices,
+            "texts": [shorten(t, SNIPPET_CHARS) for t in strings(texts.iloc[indices[:listed]])],
+        }
+
+
+def derived_response_ids(ids: Sequence[str], grouped: pd.DataFrame, start: np.ndarray) -> bool:
+    """Whether every response id is ``<instruction_id>-<k>`` in order (as admap's loaders name them): the page
+    then rebuilds them instead of carrying them."""
+    counts = np.diff(start)
+    expected = [f"{i}-{k}" for i, count in zip(ids, counts.tolist()) for k in range(count)]
+    return grouped["response_id"].astype(str).tolist() == expected
+
+
+def text_plan(page: PageInstructions, priority: np.ndarray, budget: int) -> tuple[np.ndarray, int | None, int]:
+    """How a single-file page spends ``budget`` characters of text: which instructions keep theirs whole
+    (`whole_instructions` in ``priority`` order), the cap on every other text (`text_limit` of what is left), and
+    how many texts that cap shortens."""
+    own = np.stack([text_lengths(page.table["instruction"]), text_lengths(page.proxies)], axis=1)
+    counts = np.diff(page.start)
+    response_lengths = text_lengths(page.responses["response"])
+    owner = np.repeat(np.arange(len(page.table)), counts)
+    chars = own.sum(axis=1) + np.bincount(owner, response_lengths, len(page.table)).astype(np.int64)
+    whole = whole_instructions(chars, priority, budget)
+    if whole.all():
+        return whole, None, 0
+    rest = np.concatenate([own[~whole].ravel(), response_lengths[~whole[owner]]])
+    limit = text_limit(rest, budget - int(chars[whole].sum()))
+    return whole, limit, int((rest > limit).sum()) if limit is not None else 0
+
+
+def page_details(page: PageInstructions, whole: np.ndarray, limit: int | None) -> dict:
+    """The texts and responses of the page's instructions: whole where ``whole`` is set, else cut at ``limit``."""
+    table, grouped, start = page.table, page.responses, page.start
+    ids = table["instruction_id"].astype(str).tolist()
+    whole_rows = np.repeat(whole, np.diff(start))
+    models = categorical("model", "model", grouped["model"].tolist(), limit=65_536)
+    return {
+        "whole": whole.astype(np.uint8),
+        "text": shortened(table["instruction"], limit, whole),
+        "proxy": shortened(page.proxies, limit, whole),
+        "unmapped_reason": strings(table["unmapped_reason"]),
+        "responses": {
+            "start": start.astype(np.uint32),
+            "id": None if derived_response_ids(ids, grouped, start) else grouped["response_id"].astype(str).tolist(),
+            "text": shortened(grouped["response"], limit, whole_rows),
+            "model": {"names": models["names"], "codes": models["codes"]},
+            "score": numbers(grouped["alignment_score"]),
+            "rating": numbers(grouped["rating"]),
+            "chars": smallest_unsigned(grouped["response_chars"].to_numpy()),
+            "words": smallest_unsigned(grouped["response_words"].to_numpy()),
+        },
+    }
 
 
 def build_payload(
@@ -351,32 +550,37 @@ def build_payload(
     others: Sequence[OtherRun] = (),
     neighbourhoods: Neighbourhoods | None = None,
     dynamics: pd.DataFrame | None = None,
-    max_points: int | None = 100_000,
+    max_points: int | None = MAX_POINTS,
     seed: int = 42,
-    text_budget: int = 40_000_000,
+    text_budget: int = TEXT_BUDGET,
+    texts: str = INLINE,
     name: str = "admap",
     run_dir: str | None = None,
 ) -> dict:
-    """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` and ``responses``
-    (columnar; instruction ``i``'s responses are rows ``start[i]`` to ``start[i + 1]``), the
-    ``colourings``, the suspect pairs and, where `admap neighbours` ran (``neighbourhoods``), the
-    ``semantic`` view's coordinates with its near-duplicate and contamination colourings and, given a DPO
-    run's training dynamics (``dynamics``: `admap.dynamics.pair_dynamics` of its pair margins), the
-    ``dynamics`` view's coordinates with its region and confidence colourings. Texts are shortened only
-    beyond ``text_budget`` characters.
-    ``name`` names the export's file; ``run_dir``, the run folder as the command that wrote the page was
-    given it (``name`` when None), goes into the `admap select` command lines the page shows."""
-    table = sample_instructions(map_table, max_points, seed)
+    """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` (ids, positions, statistics), the
+    ``colourings``, the suspect pairs and, where `admap neighbours` ran (``neighbourhoods``), the ``semantic``
+    view's coordinates with its near-duplicate and contamination colourings and, given a DPO run's training
+    dynamics (``dynamics``: `admap.dynamics.pair_dynamics` of its pair margins), the ``dynamics`` view's
+    coordinates with its region and confidence colourings. Numbers are float32 or unsigned arrays (packed into
+    the page as bytes), ids a `Lines`.
+
+    ``details`` holds the texts and responses (`page_details`) with ``texts`` ``"inline"``: beyond
+    ``text_budget`` characters, the instructions first in `text_priority` keep theirs whole and the rest are
+    shortened, longest first. With ``texts`` ``"served"`` there are none: the page asks `admap view --serve`.
+    ``name`` names the export's file; ``run_dir``, the run folder as the command that wrote the page was given it
+    (``name`` when None), goes into the `admap select` command lines the page shows."""
+    if texts not in (INLINE, SERVED):
+        raise ValueError(f"texts must be {INLINE!r} or {SERVED!r}, got {texts!r}")
+    page = PageInstructions.of(map_table, responses, max_points, seed)
+    table, grouped = page.table, page.responses
     ids = table["instruction_id"].astype(str).tolist()
-    grouped, start = group_responses(ids, responses)
-    proxies = table["proxy_response"] if "proxy_response" in table.columns else pd.Series([None] * len(table))
-    lengths = np.concatenate(
-        [text_lengths(table["instruction"]), text_lengths(proxies), text_lengths(grouped["response"])]
-    )
-    limit = text_limit(lengths, text_budget)
     thresholds = summary.get("thresholds", {})
     mapped = table["is_mapped"].astype(bool)
     by_instruction = dynamics_by_instruction(ids, dynamics) if dynamics is not None else None
+    details, limit, whole, shortened_count = None, None, np.ones(len(table), dtype=bool), 0
+    if texts == INLINE:
+        whole, limit, shortened_count = text_plan(page, text_priority(table, suspects, thresholds, seed), text_budget)
+        details = page_details(page, whole, limit)
     return {
         "version": PAYLOAD_VERSION,
         "meta": {
@@ -391,33 +595,19 @@ def build_payload(
             "on_map": int(mapped.sum()),
             "responses": int(len(grouped)),
             "seed": seed if len(table) < len(map_table) else None,
+            "texts": texts,
             "text_limit": limit,
-            "texts_shortened": int((lengths > limit).sum()) if limit is not None else 0,
+            "texts_shortened": shortened_count,
+            "instructions_whole": int(whole.sum()) if texts == INLINE else None,
             "created": summary.get("created"),
             "admap_version": __version__,
             "diagnosed": suspects is not None,
         },
         "instructions": {
-            "id": ids,
-            "text": shortened(table["instruction"], limit),
+            "id": Lines(ids),
             "x": numbers(table["score_variance"].where(mapped)),
             "y": numbers(table["mean_score"].where(mapped)),
-            "std": numbers(table["score_std"]),
-            "region": strings(table["region"]),
-            "n_responses": table["n_responses"].astype(int).tolist(),
-            "mean_rating": numbers(table["mean_rating"]),
-            "proxy": shortened(proxies, limit),
-            "unmapped_reason": strings(table["unmapped_reason"]),
-        },
-        "responses": {
-            "start": start,
-            "id": grouped["response_id"].astype(str).tolist(),
-            "text": shortened(grouped["response"], limit),
-            "model": strings(grouped["model"]),
-            "score": numbers(grouped["alignment_score"]),
-            "rating": numbers(grouped["rating"]),
-            "chars": grouped["response_chars"].astype(int).tolist(),
-            "words": grouped["response_words"].astype(int).tolist(),
+            "n_responses": smallest_unsigned(table["n_responses"].to_numpy()),
         },
         "colourings": colourings(table, grouped, suspects, others)
         + (neighbourhood_colourings(ids, neighbourhoods) if neighbourhoods is not None else [])
@@ -425,14 +615,48 @@ def build_payload(
         "suspects": suspect_pairs(ids, suspects) if suspects is not None else None,
         "semantic": semantic_coordinates(ids, neighbourhoods),
         "dynamics": dynamics_coordinates(by_instruction, dynamics) if by_instruction is not None else None,
+        "details": details,
     }
 
 
+class Lines(list):
+    """Strings the page carries as one newline-joined string: a million ids as a JSON array are a larger page
+    and a slower parse. Only for strings that hold no newline (`lines_or_list`)."""
+
+
+def packed(array: np.ndarray) -> dict:
+    """A numeric array as the page carries it: its little-endian bytes in base64, with their type."""
+    if array.dtype.name not in PACKED_TYPES:
+        raise TypeError(f"the page packs {sorted(PACKED_TYPES)} arrays, not {array.dtype}")
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return {"dtype": array.dtype.name, "base64": base64.b64encode(data).decode("ascii")}
+
+
+def unpacked(value):
+    """The inverse of the page's encoding (`packed`, `Lines`), for a page's JSON read back (`read_page`)."""
+    if isinstance(value, dict) and set(value) == {"dtype", "base64"}:
+        return np.frombuffer(base64.b64decode(value["base64"]), dtype=np.dtype(value["dtype"]).newbyteorder("<"))
+    if isinstance(value, dict) and set(value) == {"lines"}:
+        return value["lines"].split("\n") if value["lines"] else []
+    return value
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return packed(value)
+    if isinstance(value, Lines):
+        if any("\n" in item for item in value):  # cannot be joined: carried as an array
+            return list(value)
+        return {"lines": "\n".join(value)}
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def embedded_json_parts(payload: dict) -> Iterator[str]:
-    """``payload`` as JSON that is safe inside a ``<script>`` element, in parts (each of the payload's
-    columns one): no ``<``, ``>`` or ``&`` at all, so no text can end the element or open a comment;
-    NaN is refused (JSON.parse rejects it). Joined, the parts are ``json.dumps(payload)``'s compact text."""
-    for part in _json_parts(payload, depth=2):
+    """``payload`` but its ``details`` as JSON that is safe inside a ``<script>`` element, in parts (each of the
+    payload's columns one): no ``<``, ``>`` or ``&`` at all, so no text can end the element or open a comment;
+    NaN is refused (JSON.parse rejects it)."""
+    head = {key: value for key, value in payload.items() if key != "details"}
+    for part in _json_parts(head, depth=2):
         yield re.sub(r"[<>&]", lambda match: _JSON_ESCAPES[match.group(0)], part)
 
 
@@ -443,12 +667,36 @@ def _json_parts(value, *, depth: int) -> Iterator[str]:
             yield from _json_parts(item, depth=depth - 1)
         yield "}" if value else "{}"
     else:
-        yield json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        yield json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_jsonable)
 
 
 def embed_json(payload: dict) -> str:
     """`embedded_json_parts` joined."""
     return "".join(embedded_json_parts(payload))
+
+
+def compressed_details(details: dict | None) -> str:
+    """The texts and responses as the page carries them: JSON, gzip, base64 (no character a ``<script>`` element
+    could end on). The page inflates them after its first paint (DecompressionStream); "" when there are none."""
+    if details is None:
+        return ""
+    buffer = io.BytesIO()
+    # mtime 0: the same run writes the same page.
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as stream:
+        for part in _json_parts(details, depth=2):
+            stream.write(part.encode("utf-8"))
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def read_page(page: str | Path) -> dict:
+    """The payload a written page holds (its ``details`` inflated, arrays unpacked): for scripts and tests."""
+    text = Path(page).read_text(encoding="utf-8")
+    data = re.search(r'<script type="application/json" id="admap-data">(.*?)</script>', text, re.S).group(1)
+    payload = json.loads(data, object_hook=unpacked)
+    details = re.search(r'<script type="application/octet-stream" id="admap-details">(.*?)</script>', text, re.S)
+    blob = details.group(1).strip() if details else ""
+    payload["details"] = json.loads(gzip.decompress(base64.b64decode(blob)), object_hook=unpacked) if blob else None
+    return payload
 
 
 def read_asset(name: str) -> str:
@@ -459,10 +707,12 @@ def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-def content_security_policy(script: str, style: str) -> str:
-    """No network, and no script or style but the page's own (by hash): even an injected element could not run."""
+def content_security_policy(script: str, style: str, *, served: bool = False) -> str:
+    """No script or style but the page's own (by hash), so that even an injected element could not run; no
+    network, but for a served page its own server (``connect-src 'self'``), which it asks for texts."""
+    connect = "connect-src 'self'; " if served else ""
     return (
-        f"default-src 'none'; script-src {_sha256(script)}; style-src {_sha256(style)}; "
+        f"default-src 'none'; {connect}script-src {_sha256(script)}; style-src {_sha256(style)}; "
         "img-src data: blob:; base-uri 'none'; form-action 'none'"
     )
 
@@ -474,10 +724,11 @@ def html_parts(payload: dict) -> Iterator[str]:
     for asset, closing in ((style, "</style"), (script, "</script")):
         if closing in asset.lower():
             raise ValueError(f"admap/view_assets: an asset contains {closing!r}, which would end its element early")
+    served = payload["meta"]["texts"] == SERVED
     parts = {
         "TITLE": html.escape(payload["meta"]["title"]),
         # The policy holds only keywords and base64 hashes: single quotes, never a double quote.
-        "CSP": html.escape(content_security_policy(script, style), quote=False),
+        "CSP": html.escape(content_security_policy(script, style, served=served), quote=False),
         "STYLE": style,
         "SCRIPT": script,
     }
@@ -488,6 +739,8 @@ def html_parts(payload: dict) -> Iterator[str]:
             yield text
         elif text == "DATA":
             yield from embedded_json_parts(payload)
+        elif text == "DETAILS":
+            yield compressed_details(payload["details"])
         else:
             yield parts[text]
 
@@ -510,7 +763,9 @@ def write_view(payload: dict, path: str | Path) -> Path:
 
 
 class _PageHandler(http.server.BaseHTTPRequestHandler):
-    """Answers ``GET`` and ``HEAD`` with the page; other methods get http.server's 501."""
+    """Answers ``GET`` and ``HEAD`` with the page and, where the server has the run's texts, the page's two
+    questions: ``/api/instruction/<i>`` (`PageInstructions.detail`) and ``/api/search?q=`` (its ``search``).
+    Other methods get http.server's 501."""
 
     server: PageServer
     # Refusals carry a status line and a short plain-text reason, nothing a browser would render or sniff.
@@ -518,12 +773,12 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
     error_content_type = "text/plain; charset=utf-8"
 
     def do_GET(self) -> None:
-        self._send_page(with_body=True)
+        self._answer(with_body=True)
 
     def do_HEAD(self) -> None:
-        self._send_page(with_body=False)
+        self._answer(with_body=False)
 
-    def _send_page(self, *, with_body: bool) -> None:
+    def _answer(self, *, with_body: bool) -> None:
         # A DNS-rebinding page reaches this port under its own domain name; only loopback names are answered.
         hosts = self.headers.get_all("Host") or []
         if len(hosts) != 1 or hosts[0].lower() not in self.server.allowed_hosts:
@@ -531,36 +786,58 @@ class _PageHandler(http.server.BaseHTTPRequestHandler):
             logger.warning("refused a request with Host %s: only %s are answered", hosts, allowed)
             self.send_error(HTTPStatus.FORBIDDEN, "Host not allowed")
             return
-        # The path is compared, never resolved: nothing but the page can be named.
-        if unquote(self.path.partition("?")[0]) not in self.server.page_paths:
-            self.send_error(HTTPStatus.NOT_FOUND)
+        # The path is compared, never resolved: nothing but the page and the run's own texts can be named.
+        path, _, query = self.path.partition("?")
+        path = unquote(path)
+        if path in self.server.page_paths:
+            self._send(self.server.page, "text/html; charset=utf-8", with_body)
             return
+        texts = self.server.texts
+        instruction = re.fullmatch(r"/api/instruction/(\d{1,9})", path)
+        if texts is not None and instruction and int(instruction.group(1)) < len(texts.table):
+            self._send_json(texts.detail(int(instruction.group(1))), with_body)
+        elif texts is not None and path == "/api/search":
+            self._send_json(texts.search(parse_qs(query).get("q", [""])[0]), with_body)
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND)
+
+    def _send_json(self, answer: dict, with_body: bool) -> None:
+        body = json.dumps(answer, ensure_ascii=False, allow_nan=False, default=_jsonable).encode("utf-8")
+        self._send(body, "application/json; charset=utf-8", with_body)
+
+    def _send(self, body: bytes, content_type: str, with_body: bool) -> None:
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(self.server.page)))
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
         # Every `admap view` writes a new page at the same address.
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
         if with_body:
-            self.wfile.write(self.server.page)
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args) -> None:
         logger.debug("%s - " + format, self.address_string(), *args)
 
 
 class PageServer(http.server.ThreadingHTTPServer):
-    """Serves one page, and nothing else, on 127.0.0.1: ``page`` at ``/`` and ``/<name>``, to requests whose
-    Host is ``127.0.0.1:PORT`` or ``localhost:PORT``; every other path is 404, a foreign Host 403."""
+    """Serves one page on 127.0.0.1: ``page`` at ``/`` and ``/<name>`` and, given the run's ``texts``, the page's
+    questions about them, to requests whose Host is ``127.0.0.1:PORT`` or ``localhost:PORT``; every other path is
+    404, a foreign Host 403."""
 
-    def __init__(self, page: bytes, name: str, port: int):
+    def __init__(self, page: bytes, name: str, port: int, texts: PageInstructions | None = None):
         self.page = page
+        self.texts = texts
         self.page_paths = frozenset({"/", f"/{name}"})
         super().__init__(("127.0.0.1", port), _PageHandler)
         bound_port = self.server_address[1]
         # Browsers leave the default port out of Host.
         suffixes = (f":{bound_port}", "") if bound_port == 80 else (f":{bound_port}",)
         self.allowed_hosts = frozenset(host + suffix for host in ("127.0.0.1", "localhost") for suffix in suffixes)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
 
 
 def make_server(path: str | Path, port: int) -> PageServer:
@@ -570,12 +847,11 @@ def make_server(path: str | Path, port: int) -> PageServer:
     return PageServer(path.read_bytes(), path.name, port)
 
 
-def serve(path: str | Path, port: int) -> None:
-    """Serve the page at ``path`` on 127.0.0.1 until interrupted (Ctrl-C)."""
-    with make_server(path, port) as server:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{quote(Path(path).name)}"
-        logger.info("serving %s (Ctrl-C to stop)", url)
+def serve(server: PageServer) -> None:
+    """Serve until interrupted (Ctrl-C)."""
+    with server:
+        logger.info("serving %s (Ctrl-C to stop)", server.url)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
-            logger.info("stopped serving %s", path)
+            logger.info("stopped serving %s", server.url)

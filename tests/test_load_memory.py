@@ -7,6 +7,7 @@ cuts) gives what the Python strings gave."""
 import json
 import tracemalloc
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -80,6 +81,10 @@ def test_blank_texts_are_those_strip_empties():
 
 def test_the_viewer_measures_and_cuts_arrow_texts_as_python_strings():
     arrow, python = pd.Series(TEXTS, dtype="str"), pd.Series(TEXTS, dtype=object)
-    assert text_lengths(arrow).tolist() == text_lengths(python).tolist() == [len(t) for t in TEXTS if t is not None]
+    assert text_lengths(arrow).tolist() == text_lengths(python).tolist() == [len(t or "") for t in TEXTS]
     for limit in (None, 0, 3, 7, 12):
         assert shortened(arrow, limit) == shortened(python, limit) == [shorten(t, limit) for t in strings(python)]
+    # Kept whole where asked, cut elsewhere, the same in both.
+    whole = np.arange(len(TEXTS)) % 2 == 0
+    expected = [t if keep else shorten(t, 3) for t, keep in zip(strings(python), whole)]
+    assert shortened(arrow, 3, whole) == shortened(python, 3, whole) == expected

@@ -73,10 +73,12 @@ def small_run(instructions: int = 6, responses: int = 3) -> tuple[pd.DataFrame, 
 
 def test_payload_holds_every_instruction_with_its_responses_in_order():
     map_table, scores, summary = small_run()
+    scores["response_id"] = "r-" + scores["response_id"]  # not <instruction_id>-<k>: carried, not rebuilt
     payload = view.build_payload(map_table, scores, summary)
-    instructions, responses = payload["instructions"], payload["responses"]
+    instructions, details = payload["instructions"], payload["details"]
+    responses = details["responses"]
     assert instructions["id"] == map_table["instruction_id"].tolist()
-    assert instructions["text"] == map_table["instruction"].tolist()
+    assert details["text"] == map_table["instruction"].tolist() and details["whole"].all()
     for i, instruction_id in enumerate(instructions["id"]):
         rows = range(responses["start"][i], responses["start"][i + 1])
         expected = scores[scores["instruction_id"] == instruction_id]
@@ -84,7 +86,7 @@ def test_payload_holds_every_instruction_with_its_responses_in_order():
         assert [responses["text"][r] for r in rows] == expected.sort_values("response_id")["response"].tolist()
     assert responses["start"][-1] == len(scores)
     # The unmapped instruction has no position; thresholds that are not finite become null.
-    assert instructions["x"][-1] is None and instructions["y"][-1] is None
+    assert np.isnan(instructions["x"][-1]) and np.isnan(instructions["y"][-1])
     assert instructions["x"][0] == pytest.approx(map_table["score_variance"][0], rel=1e-5)
     assert payload["meta"]["thresholds"] == {"variance": 0.02, "mean": None}
     assert payload["meta"]["title"] == "Alignment Data Map — prefs.jsonl"
@@ -143,7 +145,8 @@ def test_semantic_coordinates_and_neighbourhood_colourings_where_neighbours_ran(
     )
     payload = view.build_payload(map_table, scores, summary, neighbourhoods=neighbourhoods)
     semantic = payload["semantic"]
-    assert semantic["x"] == [0.5, -1.0, None, 2.0, 3.0, 4.0] and semantic["y"] == [-0.5, 1.0, None, -2.0, -3.0, -4.0]
+    np.testing.assert_array_equal(semantic["x"], [0.5, -1.0, np.nan, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(semantic["y"], [-0.5, 1.0, np.nan, -2.0, -3.0, -4.0])
     assert (semantic["method"], semantic["model"], semantic["neighbourhood_kept"]) == ("umap", "all-MiniLM-L6-v2", 0.62)
     modes = {mode["key"]: mode for mode in payload["colourings"]}
     duplicate = [modes["near_duplicate"]["names"][c] for c in modes["near_duplicate"]["codes"]]
@@ -183,12 +186,12 @@ def test_dynamics_layout_and_colourings_where_margins_are_given():
     payload = view.build_payload(map_table, scores, summary, dynamics=pairs)
     expected = instruction_dynamics(pairs).set_index("instruction_id").reindex(ids)
     dynamics = payload["dynamics"]
-    assert dynamics["x"][3] is None and dynamics["y"][3] is None and dynamics["n_pairs"][3] == 0
+    assert np.isnan(dynamics["x"][3]) and np.isnan(dynamics["y"][3]) and dynamics["n_pairs"][3] == 0
     for k in (0, 1, 2, 4, 5):
         assert dynamics["x"][k] == pytest.approx(expected["variability"].iloc[k], rel=1e-5)
         assert dynamics["y"][k] == pytest.approx(expected["confidence"].iloc[k], rel=1e-5)
         assert dynamics["correctness"][k] == pytest.approx(expected["correctness"].iloc[k], rel=1e-5)
-    assert dynamics["n_pairs"][:2] == [2, 1]
+    assert dynamics["n_pairs"][:2].tolist() == [2, 1]
     assert (dynamics["pairs"], dynamics["points"], dynamics["instructions"]) == (6, 3, 5)
     modes = {mode["key"]: mode for mode in payload["colourings"]}
     region = modes["dynamics_region"]
@@ -198,9 +201,9 @@ def test_dynamics_layout_and_colourings_where_margins_are_given():
         "no trained pairs" if k == 3 else names[expected["region"].iloc[k]] for k in range(len(ids))
     ]
     confidence = modes["dynamics_confidence"]
-    assert confidence["kind"] == "continuous" and confidence["values"][3] is None
-    # The page embeds it (no NaN reaches the JSON).
-    assert '"dynamics":{"x":[' in view.render_html(payload)
+    assert confidence["kind"] == "continuous" and np.isnan(confidence["values"][3])
+    # The page embeds it, packed.
+    assert '"dynamics":{"x":{"dtype":"float32","base64":' in view.render_html(payload)
     # Margins of another dataset name none of the page's instructions.
     with pytest.raises(ValueError, match="none of the 6 instructions shown has training dynamics"):
         view.build_payload(map_table, scores, summary, dynamics=pairs.assign(instruction_id="elsewhere"))
@@ -215,7 +218,7 @@ def test_admap_view_reads_the_pair_margins(tmp_path):
     ids = pd.read_parquet(run / "map.parquet")["instruction_id"].tolist()
     dynamics_margins(ids).to_parquet(tmp_path / "pair_margins.parquet")
     assert main(["view", str(run), "--dynamics", str(tmp_path / "pair_margins.parquet"), "--quiet"]) == 0
-    payload = json.loads(re.search(r'id="admap-data">(.*?)</script>', (run / "view.html").read_text(), re.S).group(1))
+    payload = view.read_page(run / "view.html")
     assert payload["dynamics"]["instructions"] == 6 and payload["dynamics"]["points"] == 3
 
 
@@ -234,16 +237,32 @@ def test_json_in_the_page_cannot_end_its_script_element(text):
     assert json.loads(embedded) == {"response": text}
 
 
-def test_the_page_written_in_parts_holds_the_payloads_json(tmp_path):
+def test_the_page_written_in_parts_holds_the_payload(tmp_path):
     map_table, scores, summary = small_run()
     payload = view.build_payload(map_table, scores, summary)
-    payload["instructions"]["text"][0] = HOSTILE[0]
+    payload["details"]["text"][0] = HOSTILE[0]
     parts = list(view.embedded_json_parts(payload))
     assert len(parts) > 20  # a part per column, not one string
-    whole = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    assert "".join(parts) == re.sub(r"[<>&]", lambda m: {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}[m[0]], whole)
     page = view.write_view(payload, tmp_path / "view.html").read_text(encoding="utf-8")
     assert page == view.render_html(payload) and "@@ADMAP_" not in page
+    back = view.read_page(tmp_path / "view.html")
+    assert back["details"]["text"] == payload["details"]["text"]
+    assert back["instructions"]["id"] == payload["instructions"]["id"]
+    for key in ("x", "y", "n_responses"):
+        np.testing.assert_array_equal(back["instructions"][key], payload["instructions"][key])
+    codes = {mode["key"]: mode["codes"] for mode in back["colourings"] if "codes" in mode}
+    np.testing.assert_array_equal(codes["region"], payload["colourings"][0]["codes"])
+
+
+def test_packed_arrays_and_lines_round_trip():
+    values = np.array([0.5, np.nan, -1e-7, 3.4e38], dtype=np.float32)
+    back = json.loads(view.embed_json({"v": values, "ids": view.Lines(["a", "b c", ""])}), object_hook=view.unpacked)
+    np.testing.assert_array_equal(back["v"], values)
+    assert back["ids"] == ["a", "b c", ""]
+    # Ids with a newline cannot be joined: they go as an array.
+    assert json.loads(view.embed_json({"ids": view.Lines(["a\nb", "c"])}))["ids"] == ["a\nb", "c"]
+    with pytest.raises(TypeError, match="packs"):
+        view.embed_json({"v": np.arange(3, dtype=np.int64)})
 
 
 def test_page_inlines_everything_and_escapes_hostile_text(tmp_path):
@@ -251,18 +270,21 @@ def test_page_inlines_everything_and_escapes_hostile_text(tmp_path):
     summary["config"]["input"]["dataset"] = "<img src=x onerror=alert(3)>.jsonl"  # the page's title
     path = view.write_view(view.build_payload(map_table, scores, summary), tmp_path / "view.html")
     page = path.read_text(encoding="utf-8")
-    # Exactly the page's two script elements (data and code) and its one style: nothing injected.
-    assert len(re.findall(r"<script", page, re.I)) == 2 and len(re.findall(r"</script", page, re.I)) == 2
+    # Exactly the page's three script elements (data, texts and code) and its one style: nothing injected.
+    assert len(re.findall(r"<script", page, re.I)) == 3 and len(re.findall(r"</script", page, re.I)) == 3
     assert len(re.findall(r"<style", page, re.I)) == 1
     assert "<img" not in page
     assert "<title>Alignment Data Map — &lt;img src=x onerror=alert(3)&gt;.jsonl</title>" in page
     # Nothing to fetch: no element with a source or link, no URL.
     assert not re.search(r"<[^>]*\s(src|href)=", page) and "http://" not in page and "https://" not in page
-    data = re.search(r'<script type="application/json" id="admap-data">(.*?)</script>', page, re.S).group(1)
-    assert json.loads(data)["instructions"]["text"] == map_table["instruction"].tolist()
+    assert view.read_page(path)["details"]["text"] == map_table["instruction"].tolist()
     script = re.search(r"<script>(.*)</script>", page, re.S).group(1)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    assert f"script-src 'sha256-{digest}'" in page and "default-src 'none'" in page
+    assert f"script-src 'sha256-{digest}'" in page and "default-src 'none'" in page and "connect-src" not in page
+    # A served page has no texts of its own and may ask its own server, nothing else.
+    served = view.render_html(view.build_payload(map_table, scores, summary, texts="served"))
+    assert "default-src 'none'; connect-src 'self';" in served
+    assert re.search(r'id="admap-details"></script>', served) and "response 0 of" not in served
 
 
 def test_text_limit_shortens_only_the_longest_texts():
@@ -271,7 +293,7 @@ def test_text_limit_shortens_only_the_longest_texts():
     limit = view.text_limit(lengths, 1000)
     assert sum(min(n, limit) for n in lengths) <= 1000 < sum(min(n, limit + 1) for n in lengths)
     assert limit > 300  # the short texts stay whole
-    assert view.shorten("x" * 50, 10) == "x" * 10 + "… [40 more characters]"
+    assert view.shorten("x" * 50, 10) == "x" * 10 + "…"
     assert view.shorten("short", 10) == "short"
 
 
@@ -282,13 +304,59 @@ def test_payload_respects_the_text_budget_and_max_points():
     assert len(ids) == 12 and len(set(ids)) == 12
     assert ids == [i for i in map_table["instruction_id"] if i in set(ids)]  # original order kept
     assert ids == view.build_payload(map_table, scores, summary, max_points=12, seed=1)["instructions"]["id"]
-    assert set(payload["responses"]["id"]) == set(scores.loc[scores["instruction_id"].isin(ids), "response_id"])
+    responses = payload["details"]["responses"]
+    assert responses["id"] is None  # <instruction_id>-<k>, rebuilt by the page
+    assert responses["start"][-1] == len(scores[scores["instruction_id"].isin(ids)])
     limit = payload["meta"]["text_limit"]
     assert limit is not None and payload["meta"]["texts_shortened"] > 0 and payload["meta"]["seed"] == 1
-    assert all(len(t) <= limit + 30 for t in payload["responses"]["text"])
-    assert payload["responses"]["chars"] == [
-        len(t) for t in scores.set_index("response_id")["response"][payload["responses"]["id"]]
-    ]
+    whole = payload["details"]["whole"].astype(bool)
+    assert payload["meta"]["instructions_whole"] == whole.sum()
+    by_id = scores.set_index("response_id")["response"]
+    for i, instruction_id in enumerate(ids):
+        rows = range(responses["start"][i], responses["start"][i + 1])
+        texts = [responses["text"][r] for r in rows]
+        originals = [by_id[f"{instruction_id}-{k}"] for k in range(len(texts))]
+        assert texts == originals if whole[i] else all(len(t) <= limit + 1 for t in texts)
+        assert responses["chars"][list(rows)].tolist() == [len(t) for t in originals]
+
+
+def test_the_text_budget_keeps_suspects_and_boundaries_whole_first():
+    """Of 402 instructions, the text budget keeps whole ones in order: the suspects (most suspicious first), then
+    the nearest a region boundary alternating with a seeded sample; every other text is shortened."""
+    map_table, scores, summary = small_run(instructions=402)
+    summary["thresholds"] = {"method": "absolute", "variance": 0.025, "mean": 0.6}
+    flagged = ["ins-7", "ins-250", "ins-333"]
+    suspects = pd.DataFrame(
+        {
+            "instruction_id": flagged,
+            "chosen_id": [f"{i}-0" for i in flagged],
+            "rejected_id": [f"{i}-1" for i in flagged],
+            "margin": [-0.3, -0.2, -0.1],
+            "suspicion_score": [1.0, 3.0, 2.0],
+            "is_suspect": True,
+        }
+    )
+    table = map_table.reset_index(drop=True)
+    priority = view.text_priority(table, suspects, summary["thresholds"], seed=42)  # the page's default
+    assert sorted(priority.tolist()) == list(range(402))
+    assert table["instruction_id"].iloc[priority[:3]].tolist() == ["ins-250", "ins-333", "ins-7"]
+    distance = view.threshold_distance(table, summary["thresholds"])
+    assert priority[3] == np.argmin(distance)  # then the nearest a boundary
+    # Then the nearest a boundary, every other one a pick of the sample (far from any boundary, mostly).
+    nearest = [k for k in np.argsort(distance, kind="stable").tolist() if k not in (7, 250, 333)][:5]
+    assert set(nearest) <= set(priority[3:17].tolist())
+    assert (distance[priority[3:13]] > np.sort(distance)[20]).sum() >= 3
+    payload = view.build_payload(map_table, scores, summary, suspects=suspects, text_budget=20_000)
+    whole = payload["details"]["whole"].astype(bool)
+    assert 3 < whole.sum() < 402 and whole[[7, 250, 333]].all()
+    # As far as half the budget goes, in priority order (one too long for what is left is passed over).
+    assert whole[priority[:13]].all() and whole[priority[:201]].sum() > whole[priority[201:]].sum()
+    texts = payload["details"]["text"]
+    assert texts[250] == map_table["instruction"].iloc[250]
+    assert payload["meta"]["text_limit"] is not None
+    # Everything in the page, whole or shortened, stays within the budget.
+    inline = [*texts, *payload["details"]["proxy"], *payload["details"]["responses"]["text"]]
+    assert sum(len(t) for t in inline if t) <= 20_000 + payload["meta"]["texts_shortened"]
 
 
 def test_admap_map_writes_the_view_and_admap_view_rewrites_it(tmp_path):
@@ -302,18 +370,16 @@ def test_admap_map_writes_the_view_and_admap_view_rewrites_it(tmp_path):
         for k in range(6)
     ]
     run = map_without_models(rows, tmp_path)
-    page = (run / "view.html").read_text()
-    assert "question 5 \\u003cb\\u003ebold" in page
+    assert "question 5 <b>bold</b>" in view.read_page(run / "view.html")["details"]["text"]
     assert json.loads((run / "summary.json").read_text())["timings_s"]["view"] >= 0
     other = map_without_models(rows, tmp_path, scorer="annotation", name="other")
     out = tmp_path / "page" / "map.html"
     assert main(["view", str(run), "--compare", str(other), "--out", str(out), "--max-points", "4", "--quiet"]) == 0
-    payload = json.loads(re.search(r'id="admap-data">(.*?)</script>', out.read_text(), re.S).group(1))
+    payload = view.read_page(out)
     assert len(payload["instructions"]["id"]) == 4
     # The run folder as each command was given it: the page's `admap select` command lines name it.
     assert (payload["meta"]["name"], payload["meta"]["run_dir"]) == ("run", str(run))
-    mapped = json.loads(re.search(r'id="admap-data">(.*?)</script>', page, re.S).group(1))
-    assert mapped["meta"]["run_dir"] == str(run)
+    assert view.read_page(run / "view.html")["meta"]["run_dir"] == str(run)
     assert [m["label"] for m in payload["colourings"]][:2] == ["region", "region by scorer annotation"]
 
 

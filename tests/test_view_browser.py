@@ -404,7 +404,7 @@ def test_hostile_text_executes_nothing(open_view, hostile_view, bypass_csp):
     assert view.page.evaluate("() => window.__pwned") is None
     injected = "img, svg, iframe, a[href], body style, object, embed"
     assert view.page.evaluate(f"() => document.querySelectorAll('{injected}').length") == 0
-    assert view.page.evaluate("() => document.scripts.length") == 2
+    assert view.page.evaluate("() => document.scripts.length") == 3  # data, texts, code
     assert view.page.locator("main").is_visible()
     # ...and every hostile text is shown as text, verbatim.
     assert HOSTILE[0] in tooltip

@@ -4,6 +4,7 @@ addressed to 127.0.0.1 or localhost; the folder around the page, its parent and 
 
 import contextlib
 import http.client
+import json
 import threading
 
 import pytest
@@ -163,3 +164,88 @@ def test_a_page_name_that_needs_quoting(tmp_path):
         status, _, body = request(server, "GET", "/my%20map.html")
         assert (status, body) == (200, PAGE)
         assert request(server, "GET", "/my")[0] == 404
+
+
+@pytest.fixture()
+def text_server(tmp_path):
+    """A served page with its run's texts: three instructions, the middle one's response long and hostile."""
+    import pandas as pd
+
+    map_table = pd.DataFrame(
+        {
+            "instruction_id": ["a", "b", "c"],
+            "instruction": ["Plant a tree", "Water the ZEBRA plant", "Paint a zebra"],
+            "unmapped_reason": [None, None, "only 1 scored response(s)"],
+        }
+    )
+    long_text = "</script>" + "x" * 50_000
+    responses = pd.DataFrame(
+        {
+            "instruction_id": ["a", "b", "b", "c"],
+            "response_id": ["a-0", "b-0", "b-1", "c-0"],
+            "response": ["dig", long_text, "wait", "brush"],
+            "model": ["m1", "m2", None, "m1"],
+            "alignment_score": [0.5, 0.9, float("nan"), 0.1],
+            "rating": [1.0, 5.0, 2.0, float("nan")],
+            "response_chars": [3, len(long_text), 4, 5],
+            "response_words": [1, 1, 1, 1],
+        }
+    )
+    texts = view.PageInstructions.of(map_table, responses, None, 0)
+    server = view.PageServer(PAGE, "view.html", 0, texts)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield server, long_text
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()
+
+
+def test_the_served_page_asks_for_an_instructions_texts_whole(text_server):
+    server, long_text = text_server
+    status, headers, body = request(server, "GET", "/api/instruction/1")
+    assert status == 200 and headers["Content-Type"] == "application/json; charset=utf-8"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    detail = json.loads(body)
+    assert (detail["id"], detail["text"], detail["unmapped_reason"]) == ("b", "Water the ZEBRA plant", None)
+    assert [r["id"] for r in detail["responses"]] == ["b-0", "b-1"]
+    assert detail["responses"][0] == {
+        "id": "b-0",
+        "text": long_text,
+        "model": "m2",
+        "score": 0.9,
+        "rating": 5.0,
+        "chars": len(long_text),
+        "words": 1,
+    }
+    assert (detail["responses"][1]["model"], detail["responses"][1]["score"]) == (None, None)
+    assert json.loads(request(server, "GET", "/api/instruction/2")[2])["unmapped_reason"] == "only 1 scored response(s)"
+
+
+def test_the_served_search_finds_what_the_pages_own_would(text_server):
+    server, _ = text_server
+    found = json.loads(request(server, "GET", "/api/search?q=%20zebra%20")[2])
+    assert found["count"] == 2 and list(view.unpacked(found["indices"])) == [1, 2]
+    assert found["texts"] == ["Water the ZEBRA plant", "Paint a zebra"]
+    assert json.loads(request(server, "GET", "/api/search?q=A")[2])["count"] == 3  # the id, and every text
+    assert json.loads(request(server, "GET", "/api/search?q=")[2])["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/instruction/3", "/api/instruction/-1", "/api/instruction/1/", "/api/instruction/x", "/api/", "/api"]
+)
+def test_other_questions_are_404(text_server, path):
+    server, _ = text_server
+    status, _, body = request(server, "GET", path)
+    assert status == 404 and len(body) < 100
+
+
+def test_a_page_without_texts_answers_no_question(server):
+    assert request(server, "GET", "/api/instruction/0")[0] == 404
+    assert request(server, "GET", "/api/search?q=a")[0] == 404
+
+
+def test_a_foreign_host_gets_no_texts(text_server):
+    server, long_text = text_server
+    status, _, body = request(server, "GET", "/api/instruction/1", hosts=["evil.example"])
+    assert status == 403 and long_text.encode() not in body

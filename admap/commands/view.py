@@ -27,24 +27,34 @@ class ViewConfig:
         "at least 2 recording points): a panel of the instructions' training dynamics (confidence against "
         "variability, Dataset Cartography) and colourings by its regions and confidence",
     )
-    max_points: int = option(100_000, "instructions in the page at most, a seeded random sample beyond (0: all)")
+    max_points: int = option(
+        view.MAX_POINTS, "instructions in the page at most, a seeded random sample beyond (0: all)"
+    )
     text_budget: int = option(
-        40_000_000, "characters of dataset text in the page; beyond it the longest texts are shortened first (0: all)"
+        view.TEXT_BUDGET,
+        "characters of dataset text in the single-file page; beyond it, suspects, instructions near a region "
+        "boundary and a sample keep theirs whole in half of it and the rest are shortened, longest first (0: all)",
     )
     seed: int = option(42, "seed for the sample when there are more than max_points instructions")
-    serve: bool = option(False, "serve the page on 127.0.0.1 until interrupted")
+    serve: bool = option(
+        False,
+        "serve the page on 127.0.0.1 until interrupted instead of writing it: its texts, whole, come from the run's "
+        "tables as the page asks for them",
+    )
     port: int = option(8765, "port for --serve (0: any free port)")
 
     def __post_init__(self) -> None:
         for name in ("max_points", "text_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.serve and self.out is not None:
+            raise ValueError("--out names the single-file page; --serve writes none (it serves the run's texts)")
 
 
-def run_view(config: ViewConfig, *, progress: bool = True, command: str | None = None) -> Path:
+def run_view(config: ViewConfig, *, progress: bool = True, command: str | None = None) -> Path | None:
     """Write the run's interactive map (``view.html``), with suspect flags where ``admap diagnose`` has run,
-    other scorers' regions from ``config.compare`` and the training dynamics of ``config.dynamics``; serve it
-    if asked. Returns the page's path."""
+    other scorers' regions from ``config.compare`` and the training dynamics of ``config.dynamics``, and return
+    its path; or, with ``config.serve``, serve it with the run's texts until interrupted (returns None)."""
     run = MapRun.open(config.run_dir)
     others: list[view.OtherRun] = []
     for other in map(MapRun.open, config.compare):
@@ -53,9 +63,11 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
             label = f"{label} ({other.path.name})"
         regions = other.map_table(["instruction_id", "region"])
         others.append(view.OtherRun(label, regions.set_index("instruction_id")["region"]))
+    map_table, scores = run.map_table(), run.scores()
+    served = view.SERVED if config.serve else view.INLINE
     payload = view.build_payload(
-        run.map_table(),
-        run.scores(),
+        map_table,
+        scores,
         run.summary,
         suspects=run.suspects(),
         others=others,
@@ -64,14 +76,18 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         max_points=config.max_points or None,
         seed=config.seed,
         text_budget=config.text_budget,
+        texts=served,
         name=run.path.name,
         run_dir=config.run_dir,
     )
+    if config.serve:
+        texts = view.PageInstructions.of(map_table, scores, config.max_points or None, config.seed)
+        page = view.render_html(payload).encode("utf-8")
+        view.serve(view.PageServer(page, "view.html", config.port, texts))
+        return None
     out = Path(config.out) if config.out else run.path / "view.html"
     with run.writing(out):
         view.write_view(payload, out)
-    if config.serve:
-        view.serve(out, config.port)
     return out
 
 

@@ -9,18 +9,43 @@
 (function () {
   "use strict";
 
-  const data = JSON.parse(document.getElementById("admap-data").textContent);
+  // Numbers come packed (little-endian bytes in base64, {dtype, base64}) and ids as one newline-joined string
+  // ({lines}): a million of each parse in milliseconds, where JSON arrays of them take seconds.
+  const ARRAYS = { float32: Float32Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array };
+  function bytesOf(base64) {
+    const binary = atob(base64);
+    const bytes = new Uint8Array(binary.length);
+    for (let k = 0; k < binary.length; k++) bytes[k] = binary.charCodeAt(k);
+    return bytes;
+  }
+  // The packed values in parsed JSON, unpacked in place: a walk over objects only (never into the arrays of
+  // texts), far cheaper than a JSON.parse reviver called on every string.
+  function unpack(value) {
+    if (value === null || typeof value !== "object") return value;
+    if (Array.isArray(value)) {
+      for (let k = 0; k < value.length; k++) if (value[k] !== null && typeof value[k] === "object") value[k] = unpack(value[k]);
+      return value;
+    }
+    if (typeof value.base64 === "string" && ARRAYS[value.dtype]) return new ARRAYS[value.dtype](bytesOf(value.base64).buffer);
+    if (typeof value.lines === "string") return value.lines ? value.lines.split("\n") : [];
+    for (const key of Object.keys(value)) value[key] = unpack(value[key]);
+    return value;
+  }
+
+  const data = unpack(JSON.parse(document.getElementById("admap-data").textContent));
   const meta = data.meta;
   const ins = data.instructions;
-  const res = data.responses;
   const semantic = data.semantic || null;
   const dynamics = data.dynamics || null;
   const n = ins.id.length;
-  const GRID = 256;
+  const served = meta.texts === "served";
+  const DENSITY_ABOVE = 40000; // points in view past which a panel draws their density (see the README)
+  const DENSITY_BIN = 2; // CSS pixels per density cell
   const MISSING_RGB = [200, 200, 200];
   const VIRIDIS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
   const RESULTS_SHOWN = 100;
   const $ = (id) => document.getElementById(id);
+  const finite = (value) => typeof value === "number" && isFinite(value);
 
   // ---- small helpers
   function element(tag, className, text) {
@@ -31,7 +56,7 @@
   }
 
   function formatNumber(value) {
-    if (value === null || value === undefined) return "—";
+    if (!finite(value)) return "—";
     const magnitude = Math.abs(value);
     if (value === 0 || (magnitude >= 1e-3 && magnitude < 1e6)) return String(Number(value.toPrecision(4)));
     return value.toExponential(2);
@@ -75,7 +100,7 @@
     let low = Infinity;
     let high = -Infinity;
     for (const value of values) {
-      if (value === null) continue;
+      if (!finite(value)) continue;
       if (value < low) low = value;
       if (value > high) high = value;
     }
@@ -89,7 +114,10 @@
   }
 
   const categoryOf = (mode, i) => mode.names[mode.codes[i]];
-  const regionOf = (i) => ins.region[i] || "unmapped";
+  const regionMode = data.colourings.find((mode) => mode.key === "region");
+  const regionOf = (i) => categoryOf(regionMode, i);
+  // The dataset's mean rating is carried once, as a colouring (where the dataset has ratings).
+  const meanRating = data.colourings.find((mode) => mode.key === "mean_rating") || null;
 
   // ---- the page's state, shared by the panels
   const state = {
@@ -105,6 +133,8 @@
     matchCount: 0,
   };
   const colours = new Uint8Array(n * 4);
+  // How long the last hover and the last box or lasso selection took in the page (benchmarks read them).
+  const timings = { hoverMs: null, selectMs: null };
   const flags = new Float32Array(n);
 
   // ---- renderers: WebGL, or a 2D canvas where WebGL is missing. Each draws one panel's points.
@@ -156,7 +186,8 @@
   function webglRenderer(canvas, panel) {
     let gl = null;
     try {
-      gl = canvas.getContext("webgl", { antialias: false, premultipliedAlpha: false, preserveDrawingBuffer: true });
+      // Transparent where nothing is drawn: the density layer under this canvas shows through.
+      gl = canvas.getContext("webgl", { antialias: false, premultipliedAlpha: true, preserveDrawingBuffer: true });
     } catch (error) {
       gl = null;
     }
@@ -212,12 +243,13 @@
       kind: "webgl",
       setColours: () => upload(colourBuffer, colours),
       setFlags: () => upload(flagBuffer, flags),
-      draw(size, alpha, dim, anyFlagged) {
+      // Draws every point (``points``) or only the flagged ones (over a density layer), the flagged ringed.
+      draw({ size, alpha, dim, flagged, points }) {
         const box = panel.box;
         const dpr = box.dpr;
         gl.disable(gl.SCISSOR_TEST);
         gl.viewport(0, 0, canvas.width, canvas.height);
-        gl.clearColor(1, 1, 1, 1);
+        gl.clearColor(0, 0, 0, 0);
         gl.clear(gl.COLOR_BUFFER_BIT);
         const x = Math.round(box.left * dpr);
         const y = Math.round((box.cssHeight - box.top - box.height) * dpr);
@@ -227,15 +259,18 @@
         gl.enable(gl.SCISSOR_TEST);
         gl.scissor(x, y, width, height);
         gl.enable(gl.BLEND);
-        gl.blendFunc(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA);
+        // Premultiplied output: colour blended by the point's alpha, coverage accumulated.
+        gl.blendFuncSeparate(gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA, gl.ONE, gl.ONE_MINUS_SRC_ALPHA);
         const view = panel.view;
         gl.uniform4f(uniforms.view, view.u0, view.v0, 1 / (view.u1 - view.u0), 1 / (view.v1 - view.v0));
         gl.uniform1f(uniforms.size, size * dpr);
         gl.uniform1f(uniforms.alpha, alpha);
         gl.uniform1f(uniforms.dim, dim ? 1 : 0);
-        gl.uniform1f(uniforms.pass, 0);
-        gl.drawArrays(gl.POINTS, 0, n);
-        if (anyFlagged) {
+        if (points) {
+          gl.uniform1f(uniforms.pass, 0);
+          gl.drawArrays(gl.POINTS, 0, n);
+        }
+        if (flagged) {
           gl.uniform1f(uniforms.pass, 1);
           gl.drawArrays(gl.POINTS, 0, n);
         }
@@ -258,24 +293,27 @@
         }
       },
       setFlags() {},
-      draw(size, alpha, dim, anyFlagged) {
+      draw({ size, alpha, dim, flagged, points }) {
         const box = panel.box;
         const { us, vs, screenX, screenY } = panel;
         context2d.setTransform(1, 0, 0, 1, 0, 0);
-        context2d.fillStyle = "#fff";
-        context2d.fillRect(0, 0, canvas.width, canvas.height);
+        context2d.clearRect(0, 0, canvas.width, canvas.height);
         context2d.setTransform(box.dpr, 0, 0, box.dpr, 0, 0);
         context2d.save();
         context2d.beginPath();
         context2d.rect(box.left, box.top, box.width, box.height);
         context2d.clip();
         context2d.globalAlpha = dim ? alpha * 0.3 : alpha;
-        for (const [key, indices] of groups) {
+        for (const [key, indices] of points ? groups : []) {
           context2d.fillStyle = key;
-          for (const i of indices) context2d.fillRect(screenX(us[i]) - size / 2, screenY(vs[i]) - size / 2, size, size);
+          for (const i of indices) {
+            context2d.beginPath();
+            context2d.arc(screenX(us[i]), screenY(vs[i]), size / 2, 0, 2 * Math.PI);
+            context2d.fill();
+          }
         }
         context2d.globalAlpha = 1;
-        if (anyFlagged) {
+        if (flagged) {
           for (const [key, indices] of groups) {
             for (const i of indices) {
               if (!flags[i]) continue;
@@ -325,14 +363,16 @@
     for (let i = 0; i < n; i++) {
       const x = options.xs[i];
       const y = options.ys[i];
-      if (x === null || y === null || x === undefined || y === undefined) continue;
+      if (!finite(x) || !finite(y)) continue;
       us[i] = toU(x);
       vs[i] = toV(y);
       on[i] = 1;
       count++;
     }
 
-    // A uniform grid over the unit square: hover finds the nearest point in a few cells.
+    // A uniform grid over the unit square, finer the more points there are (about 4 a cell): hover and click
+    // find the nearest point in a few cells, within a frame at a million points.
+    const GRID = Math.max(64, Math.min(1024, Math.round(Math.sqrt(count / 4))));
     const cellOf = (w) => Math.min(GRID - 1, Math.max(0, Math.floor(w * GRID)));
     const grid = (function buildGrid() {
       const start = new Int32Array(GRID * GRID + 1);
@@ -349,9 +389,9 @@
       return { start, items };
     })();
 
-    const baseSize = Math.max(2.5, Math.min(9, 8 * Math.pow(1000 / Math.max(count, 1), 0.25)));
-    const baseAlpha = Math.max(0.25, Math.min(0.9, 400 / Math.max(count, 1)));
     let pointsCanvas = root.querySelector("canvas.points");
+    const densityCanvas = root.querySelector("canvas.density");
+    const densityContext = densityCanvas.getContext("2d");
     const overlay = root.querySelector("canvas.overlay");
     const context = overlay.getContext("2d");
     const tooltip = root.querySelector(".tooltip");
@@ -370,6 +410,10 @@
       pendingPoints: false,
       pendingOverlay: false,
       renderer: null,
+      // What the last frame drew: points in view, their size, "points" or "density".
+      visible: count,
+      size: 4,
+      layer: "points",
       toU,
       toV,
     };
@@ -380,13 +424,102 @@
     const unitX = (x) => view().u0 + ((x - box().left) / box().width) * (view().u1 - view().u0);
     const unitY = (y) => view().v0 + (1 - (y - box().top) / box().height) * (view().v1 - view().v0);
     const { screenX, screenY } = panel;
-    // Points grow a little when zoomed in, so that a dense corner opens up.
-    const pointSize = () => baseSize * Math.min(3, Math.max(1, Math.pow(1 / (view().u1 - view().u0), 0.3)));
+    const pointSize = () => panel.size;
+
+    // Points in view: what point size, opacity and the choice of layer follow, so that zooming into a dense
+    // corner opens it up into points.
+    function visibleCount() {
+      const { u0, u1, v0, v1 } = view();
+      let visible = 0;
+      for (let i = 0; i < n; i++) {
+        if (on[i] && us[i] >= u0 && us[i] <= u1 && vs[i] >= v0 && vs[i] <= v1) visible++;
+      }
+      return visible;
+    }
+
+    // The density layer: points binned into DENSITY_BIN-pixel cells, each cell the mean colour of its points
+    // (categorical shading, as datashader does) and more opaque the more points it holds (log scale).
+    function drawDensity(dim) {
+      const b = panel.box;
+      const { u0, u1, v0, v1 } = view();
+      const columns = Math.max(1, Math.ceil(b.width / DENSITY_BIN));
+      const rows = Math.max(1, Math.ceil(b.height / DENSITY_BIN));
+      const counts = new Float32Array(columns * rows);
+      const sums = new Float32Array(3 * columns * rows);
+      const cu = columns / (u1 - u0);
+      const cv = rows / (v1 - v0);
+      for (let i = 0; i < n; i++) {
+        if (!on[i]) continue;
+        const column = Math.floor((us[i] - u0) * cu);
+        const row = Math.floor((v1 - vs[i]) * cv);
+        if (column < 0 || column >= columns || row < 0 || row >= rows) continue;
+        const cell = row * columns + column;
+        counts[cell]++;
+        sums[3 * cell] += colours[4 * i];
+        sums[3 * cell + 1] += colours[4 * i + 1];
+        sums[3 * cell + 2] += colours[4 * i + 2];
+      }
+      let most = 1;
+      let occupied = 0;
+      for (let cell = 0; cell < counts.length; cell++) {
+        if (counts[cell] > most) most = counts[cell];
+        if (counts[cell]) occupied++;
+      }
+      const scale = 1 / Math.log1p(most);
+      const fade = dim ? 0.35 : 1;
+      const opacity = (c) => fade * (0.55 + 0.45 * Math.log1p(c) * scale);
+      const c = densityContext;
+      c.setTransform(b.dpr, 0, 0, b.dpr, 0, 0);
+      c.clearRect(0, 0, b.cssWidth, b.cssHeight);
+      // Spread, as datashader's dynspread: where the points sit on few distinct positions (ratings make grids),
+      // each occupied cell is drawn as a disc large enough for the picture to fill, not as a pixel.
+      const spread = Math.max(DENSITY_BIN, Math.min(10, 0.45 * Math.sqrt((b.width * b.height) / Math.max(occupied, 1))));
+      if (spread > 1.5 * DENSITY_BIN) {
+        c.save();
+        c.beginPath();
+        c.rect(b.left, b.top, b.width, b.height);
+        c.clip();
+        for (let cell = 0; cell < counts.length; cell++) {
+          const count = counts[cell];
+          if (!count) continue;
+          const x = b.left + ((cell % columns) + 0.5) * DENSITY_BIN;
+          const y = b.top + (Math.floor(cell / columns) + 0.5) * DENSITY_BIN;
+          const rgb = [0, 1, 2].map((k) => Math.round(sums[3 * cell + k] / count));
+          c.globalAlpha = opacity(count);
+          c.fillStyle = `rgb(${rgb.join(",")})`;
+          c.beginPath();
+          c.arc(x, y, spread / 2, 0, 2 * Math.PI);
+          c.fill();
+        }
+        c.restore();
+        return;
+      }
+      const image = new ImageData(columns, rows);
+      for (let cell = 0; cell < counts.length; cell++) {
+        const count = counts[cell];
+        if (!count) continue;
+        image.data[4 * cell] = sums[3 * cell] / count;
+        image.data[4 * cell + 1] = sums[3 * cell + 1] / count;
+        image.data[4 * cell + 2] = sums[3 * cell + 2] / count;
+        image.data[4 * cell + 3] = 255 * opacity(count);
+      }
+      const cells = element("canvas");
+      cells.width = columns;
+      cells.height = rows;
+      cells.getContext("2d").putImageData(image, 0, 0);
+      c.imageSmoothingEnabled = false;
+      c.drawImage(cells, b.left, b.top, columns * DENSITY_BIN, rows * DENSITY_BIN);
+    }
+
+    function clearDensity() {
+      densityContext.setTransform(1, 0, 0, 1, 0, 0);
+      densityContext.clearRect(0, 0, densityCanvas.width, densityCanvas.height);
+    }
 
     function layout() {
       const rect = root.getBoundingClientRect();
       const dpr = window.devicePixelRatio || 1;
-      for (const canvas of [pointsCanvas, overlay]) {
+      for (const canvas of [densityCanvas, pointsCanvas, overlay]) {
         canvas.width = Math.max(1, Math.round(rect.width * dpr));
         canvas.height = Math.max(1, Math.round(rect.height * dpr));
       }
@@ -418,8 +551,17 @@
 
     panel.drawNow = function drawNow() {
       if (panel.pendingPoints) {
-        const anyFlagged = state.selectedCount > 0 || state.matchCount > 0;
-        panel.renderer.draw(pointSize(), baseAlpha, anyFlagged, anyFlagged);
+        const flagged = state.selectedCount > 0 || state.matchCount > 0;
+        const visible = visibleCount();
+        const area = panel.box.width * panel.box.height;
+        // Smaller points the more there are in view; opacity such that they cover the plot about once over.
+        const size = Math.max(2, Math.min(9, 9 * Math.pow(1000 / Math.max(visible, 1), 0.3)));
+        const alpha = Math.max(0.35, Math.min(0.9, (1.2 * area) / (Math.max(visible, 1) * size * size)));
+        const layer = visible > DENSITY_ABOVE ? "density" : "points";
+        Object.assign(panel, { visible, size, layer });
+        if (layer === "density") drawDensity(flagged);
+        else clearDensity();
+        panel.renderer.draw({ size, alpha, dim: flagged, flagged, points: layer === "points" });
         panel.pendingPoints = false;
       }
       if (panel.pendingOverlay) drawOverlay();
@@ -552,7 +694,15 @@
     }
 
     function showTooltip(i, point) {
-      tooltip.replaceChildren(element("div", "text", snippet(ins.text[i], 300)), element("div", "stats", describe(i)));
+      const text = instructionText(i);
+      if (text === null) {
+        // Shown when its text arrives, if the pointer is still on it.
+        detailOf(i).then(() => state.hovered === i && tooltip.dataset.instructionId === ins.id[i] && showTooltip(i, point), () => {});
+      }
+      tooltip.replaceChildren(
+        element("div", "text", text === null ? "…" : snippet(text, 300)),
+        element("div", "stats", describe(i)),
+      );
       tooltip.dataset.instructionId = ins.id[i];
       tooltip.hidden = false;
       const width = tooltip.offsetWidth;
@@ -570,17 +720,21 @@
     };
 
     function hover(point) {
+      const started = performance.now();
       const i = nearest(point.x, point.y);
       setHovered(i);
       if (i < 0) panel.hideTooltip();
       else showTooltip(i, point);
+      timings.hoverMs = performance.now() - started;
     }
 
     // ---- selection: what this panel encloses becomes the page's selection
     function selectWhere(inside, add) {
+      const started = performance.now();
       if (!add) state.selected.fill(0);
       for (let i = 0; i < n; i++) if (on[i] && inside(us[i], vs[i])) state.selected[i] = 1;
       updateSelection();
+      timings.selectMs = performance.now() - started;
     }
 
     function selectBox(a, b, add) {
@@ -800,7 +954,7 @@
       const span = mode.max - mode.min || 1;
       for (let i = 0; i < n; i++) {
         const value = mode.values[i];
-        colours.set(value === null ? MISSING_RGB : ramp((value - mode.min) / span), 4 * i);
+        colours.set(finite(value) ? ramp((value - mode.min) / span) : MISSING_RGB, 4 * i);
       }
     }
     for (let i = 0; i < n; i++) colours[4 * i + 3] = 255;
@@ -852,11 +1006,81 @@
     scheduleDraw(true);
   }
 
+  // ---- texts: a single-file page carries them compressed and inflates them after its first paint; a served
+  // page asks the server for one instruction's texts (whole) when it is hovered or opened.
+  const texts = { loaded: false, failed: null, text: null, proxy: null, unmapped_reason: null, whole: null, responses: null };
+  const fetched = new Map(); // served: instruction index -> its detail, the most recent FETCHED_KEPT
+  const FETCHED_KEPT = 2000;
+
+  function inflateTexts() {
+    const blob = $("admap-details").textContent.trim();
+    if (!blob) return Promise.reject(new Error("this page holds no texts"));
+    if (typeof DecompressionStream === "undefined") {
+      return Promise.reject(new Error("this browser cannot inflate the page's texts (no DecompressionStream)"));
+    }
+    const stream = new Blob([bytesOf(blob)]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Response(stream).text().then((text) => Object.assign(texts, unpack(JSON.parse(text))));
+  }
+
+  const textsReady = served
+    ? Promise.resolve()
+    : inflateTexts().then(
+        () => (texts.loaded = true),
+        (error) => (texts.failed = String(error.message || error)),
+      );
+
+  // The instruction's text where the page has it now, else null.
+  function instructionText(i) {
+    if (served) return fetched.has(i) ? fetched.get(i).text : null;
+    return texts.loaded ? texts.text[i] : null;
+  }
+
+  function inlineDetail(i) {
+    if (!texts.loaded) throw new Error(texts.failed || "texts not loaded");
+    const r = texts.responses;
+    const responses = [];
+    for (let k = r.start[i]; k < r.start[i + 1]; k++) {
+      responses.push({
+        id: r.id ? r.id[k] : `${ins.id[i]}-${k - r.start[i]}`,
+        text: r.text[k],
+        model: r.model.names[r.model.codes[k]],
+        score: finite(r.score[k]) ? r.score[k] : null,
+        rating: finite(r.rating[k]) ? r.rating[k] : null,
+        chars: r.chars[k],
+        words: r.words[k],
+      });
+    }
+    return {
+      text: texts.text[i],
+      proxy: texts.proxy[i],
+      unmapped_reason: texts.unmapped_reason[i],
+      whole: texts.whole[i] === 1,
+      responses,
+    };
+  }
+
+  // Instruction i's texts and responses, as a promise.
+  function detailOf(i) {
+    if (!served) return textsReady.then(() => inlineDetail(i));
+    if (fetched.has(i)) return Promise.resolve(fetched.get(i));
+    return fetch(`/api/instruction/${i}`)
+      .then((response) => {
+        if (!response.ok) throw new Error(`the server answered ${response.status}`);
+        return response.json();
+      })
+      .then((detail) => {
+        detail.whole = true;
+        if (fetched.size >= FETCHED_KEPT) fetched.delete(fetched.keys().next().value);
+        fetched.set(i, detail);
+        return detail;
+      });
+  }
+
   // ---- hover and detail
   function describe(i) {
     const parts = [regionOf(i), `mean ${formatNumber(ins.y[i])}`, `variance ${formatNumber(ins.x[i])}`];
     parts.push(`${ins.n_responses[i]} responses`);
-    if (dynamics && dynamics.y[i] !== null) {
+    if (dynamics && finite(dynamics.y[i])) {
       parts.push(`DPO confidence ${formatNumber(dynamics.y[i])}, variability ${formatNumber(dynamics.x[i])}`);
     }
     if (state.colouring.kind === "category" && state.colouring.key !== "region") {
@@ -869,16 +1093,17 @@
     list.append(element("dt", null, term), element("dd", null, value));
   }
 
-  function responseOrder(i) {
-    const order = [];
-    for (let r = res.start[i]; r < res.start[i + 1]; r++) order.push(r);
+  function byScore(responses) {
     // Best-scored first; unscored last, in input order.
-    return order.sort((a, b) => {
-      const sa = res.score[a];
-      const sb = res.score[b];
-      if (sa === null || sb === null) return (sa === null) - (sb === null) || a - b;
-      return sb - sa || a - b;
-    });
+    const order = responses.map((response, k) => k);
+    return order
+      .sort((a, b) => {
+        const sa = responses[a].score;
+        const sb = responses[b].score;
+        if (sa === null || sb === null) return (sa === null) - (sb === null) || a - b;
+        return sb - sa || a - b;
+      })
+      .map((k) => responses[k]);
   }
 
   function suspectsOf(i) {
@@ -896,26 +1121,20 @@
     definition(facts, "region", regionOf(i));
     definition(facts, "mean score", formatNumber(ins.y[i]));
     definition(facts, "variance", formatNumber(ins.x[i]));
-    definition(facts, "std", formatNumber(ins.std[i]));
+    definition(facts, "std", formatNumber(Math.sqrt(ins.x[i])));
     definition(facts, "responses", ins.n_responses[i]);
-    definition(facts, "mean rating", formatNumber(ins.mean_rating[i]));
+    definition(facts, "mean rating", formatNumber(meanRating ? meanRating.values[i] : NaN));
     definition(facts, "scorer", meta.scorer);
-    if (dynamics && dynamics.y[i] !== null) {
+    if (dynamics && finite(dynamics.y[i])) {
       definition(facts, "DPO pairs", dynamics.n_pairs[i]);
       definition(facts, "DPO confidence", formatNumber(dynamics.y[i]));
       definition(facts, "DPO variability", formatNumber(dynamics.x[i]));
       definition(facts, "DPO correctness", formatNumber(dynamics.correctness[i]));
     }
-    if (ins.unmapped_reason[i]) definition(facts, "not on the map", ins.unmapped_reason[i]);
     for (const mode of data.colourings) {
       if (mode.kind === "category" && mode.key !== "region") definition(facts, mode.label, categoryOf(mode, i));
     }
-    const parts = [element("h3", null, "Instruction"), facts, element("pre", "instruction", ins.text[i])];
-    if (ins.proxy[i] !== null) {
-      const proxy = element("details");
-      proxy.append(element("summary", null, "proxy (reference) response"), element("pre", "proxy", ins.proxy[i]));
-      parts.push(proxy);
-    }
+    const parts = [element("h3", null, "Instruction"), facts];
     const suspects = suspectsOf(i);
     if (suspects.length) {
       parts.push(element("h3", "suspect", `Pairs the scores contradict (${suspects.length})`));
@@ -928,21 +1147,8 @@
       }
       parts.push(list);
     }
-    const order = responseOrder(i);
-    parts.push(element("h3", null, `Responses (${order.length}), best-scored first`));
-    for (const r of order) {
-      const article = element("article", "response");
-      article.dataset.responseId = res.id[r];
-      const facts = [
-        res.id[r],
-        res.model[r] || "unknown model",
-        `score ${formatNumber(res.score[r])}`,
-        `rating ${formatNumber(res.rating[r])}`,
-        `${res.chars[r].toLocaleString()} chars, ${res.words[r].toLocaleString()} words`,
-      ];
-      article.append(element("div", "response-meta", facts.join(" · ")), element("pre", "response-text", res.text[r]));
-      parts.push(article);
-    }
+    const textsPart = element("div", "texts", served ? "asking the server for the texts…" : "inflating the texts…");
+    parts.push(textsPart);
     body.replaceChildren(...parts);
     const detail = $("detail");
     detail.dataset.instructionId = ins.id[i];
@@ -950,6 +1156,50 @@
     detail.scrollTop = 0;
     state.opened = i;
     scheduleDraw(false);
+    detailOf(i).then(
+      (found) => {
+        if (state.opened === i) textsPart.replaceWith(...detailTexts(found, facts));
+      },
+      (error) => {
+        if (state.opened === i) textsPart.textContent = `texts unavailable: ${error.message || error}`;
+      },
+    );
+  }
+
+  function detailTexts(found, facts) {
+    if (found.unmapped_reason) definition(facts, "not on the map", found.unmapped_reason);
+    const parts = [];
+    if (!found.whole) {
+      parts.push(
+        element(
+          "p",
+          "note shortened",
+          "Texts shortened to fit this single-file page; `admap view --serve` shows every text whole.",
+        ),
+      );
+    }
+    parts.push(element("pre", "instruction", found.text));
+    if (found.proxy !== null && found.proxy !== undefined) {
+      const proxy = element("details");
+      proxy.append(element("summary", null, "proxy (reference) response"), element("pre", "proxy", found.proxy));
+      parts.push(proxy);
+    }
+    const responses = byScore(found.responses);
+    parts.push(element("h3", null, `Responses (${responses.length}), best-scored first`));
+    for (const response of responses) {
+      const article = element("article", "response");
+      article.dataset.responseId = response.id;
+      const line = [
+        response.id,
+        response.model || "unknown model",
+        `score ${formatNumber(response.score)}`,
+        `rating ${formatNumber(response.rating)}`,
+        `${response.chars.toLocaleString()} chars, ${response.words.toLocaleString()} words`,
+      ];
+      article.append(element("div", "response-meta", line.join(" · ")), element("pre", "response-text", response.text));
+      parts.push(article);
+    }
+    return parts;
   }
 
   function closeDetail() {
@@ -1049,36 +1299,60 @@
     else selectIt();
   }
 
-  // ---- search
+  // ---- search: the page's own texts, or the server's (whole) for a served page.
   let lowered = null;
-  function runSearch() {
-    const query = $("search").value.trim().toLowerCase();
+  let searchNumber = 0;
+
+  function showMatches(query, indices, snippetOf) {
     state.matches.fill(0);
     const results = $("results");
     results.replaceChildren();
-    let count = 0;
     let counted = 0;
-    if (query) {
-      lowered = lowered || ins.text.map((text) => (text || "").toLowerCase());
-      for (let i = 0; i < n; i++) {
-        if (!lowered[i].includes(query) && ins.id[i].toLowerCase() !== query) continue;
-        state.matches[i] = 1;
-        count++;
-        counted += onMap[i];
-        if (count > RESULTS_SHOWN) continue;
-        const item = element("li");
-        const button = element("button", null, snippet(ins.text[i], 120) + (onMap[i] ? "" : " (not on the map)"));
-        button.type = "button";
-        button.addEventListener("click", () => openDetail(i));
-        item.append(button);
-        results.append(item);
-      }
-    }
+    indices.forEach((i, k) => {
+      state.matches[i] = 1;
+      counted += onMap[i];
+      if (k >= RESULTS_SHOWN) return;
+      const item = element("li");
+      const button = element("button", null, snippet(snippetOf(i, k), 120) + (onMap[i] ? "" : " (not on the map)"));
+      button.type = "button";
+      button.addEventListener("click", () => openDetail(i));
+      item.append(button);
+      results.append(item);
+    });
+    const count = indices.length;
     state.matchCount = count;
     const shown = count > RESULTS_SHOWN ? ` (first ${RESULTS_SHOWN} listed)` : "";
-    $("search-count").textContent = query ? `${count.toLocaleString()} matches, ${counted.toLocaleString()} on the map${shown}` : "";
+    const cut = !served && meta.text_limit !== null ? "; shortened texts are searched as shortened" : "";
+    $("search-count").textContent = query
+      ? `${count.toLocaleString()} matches, ${counted.toLocaleString()} on the map${shown}${cut}`
+      : "";
     $("results-section").hidden = !query;
     updateFlags();
+  }
+
+  function runSearch() {
+    const query = $("search").value.trim().toLowerCase();
+    const number = ++searchNumber;
+    if (!query) {
+      showMatches("", [], null);
+      return;
+    }
+    if (served) {
+      fetch(`/api/search?q=${encodeURIComponent(query)}`)
+        .then((response) => response.json())
+        .then((found) => {
+          const answer = unpack(found.indices);
+          if (number === searchNumber) showMatches(query, Array.from(answer), (i, k) => found.texts[k] || "");
+        });
+      return;
+    }
+    textsReady.then(() => {
+      if (number !== searchNumber || !texts.loaded) return;
+      lowered = lowered || texts.text.map((text) => (text || "").toLowerCase());
+      const indices = [];
+      for (let i = 0; i < n; i++) if (lowered[i].includes(query) || ins.id[i].toLowerCase() === query) indices.push(i);
+      showMatches(query, indices, (i) => texts.text[i] || "");
+    });
   }
 
   // ---- tools and controls
@@ -1133,8 +1407,13 @@
     if (t.variance !== null || t.mean !== null) {
       parts.push(`thresholds (${meta.region_method}): variance ${formatNumber(t.variance)}, mean ${formatNumber(t.mean)}`);
     }
-    if (meta.text_limit !== null) {
-      parts.push(`${meta.texts_shortened.toLocaleString()} texts shortened to ${meta.text_limit.toLocaleString()} characters`);
+    if (served) parts.push("texts whole, from the run's tables (served)");
+    else if (meta.text_limit !== null) {
+      parts.push(
+        `whole texts for ${meta.instructions_whole.toLocaleString()} instructions (suspects, region boundaries, a ` +
+          `sample); ${meta.texts_shortened.toLocaleString()} other texts shortened to ` +
+          `${meta.text_limit.toLocaleString()} characters (admap view --serve shows all whole)`,
+      );
     }
     if (!meta.diagnosed) parts.push("no suspect flags (run admap diagnose, then admap view)");
     return parts.join(" · ");
@@ -1175,18 +1454,26 @@
 
   const api = {
     ready: false,
+    // performance.now() at the first paint, and when the page was ready (its texts inflated, where it has them).
+    paintedMs: null,
     readyMs: null,
+    texts: meta.texts,
     renderer: mapPanel.renderer.kind,
     renderers: Object.fromEntries(panels.map((panel) => [panel.name, panel.renderer.kind])),
     count: n,
     onMap: mappedCount,
     panels: panels.map((panel) => panel.name),
     drawn: Object.fromEntries(panels.map((panel) => [panel.name, panel.count])),
+    // What each panel's last frame drew: "points" or "density", how many points in view, at what size.
+    layers: () => Object.fromEntries(panels.map((p) => [p.name, { layer: p.layer, visible: p.visible, size: p.size }])),
+    timings,
     indexOf: (id) => ins.id.indexOf(id),
     // Instruction i's point, or null where that panel does not draw it.
     project: (i, panel) => inPage(panel, (p) => p.project(i)),
     // The map's (variance, mean), the semantic view's (x, y), the dynamics view's (variability, confidence).
     toScreen: (x, y, panel) => inPage(panel, (p) => p.toScreen(x, y)),
+    // Open instruction i's detail, as a click on its point does.
+    open: (i) => openDetail(i),
     selectedIds,
     matchedIds: () => ins.id.filter((_, i) => state.matches[i]),
     // The ids a panel draws highlighted: selected, or found by the search.
@@ -1195,8 +1482,12 @@
   window.admapView = api;
   drawFrame();
   requestAnimationFrame(() => {
-    api.ready = true;
-    api.readyMs = performance.now();
-    document.documentElement.dataset.ready = "true";
+    api.paintedMs = performance.now();
+    document.documentElement.dataset.painted = "true";
+    textsReady.then(() => {
+      api.ready = true;
+      api.readyMs = performance.now();
+      document.documentElement.dataset.ready = "true";
+    });
   });
 })();
