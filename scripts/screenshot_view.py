@@ -16,11 +16,13 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 from playwright.sync_api import sync_playwright
 
 # Run as a script, this folder is on sys.path and the repository, which holds the `scripts` package, is not.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from admap.view import read_page  # noqa: E402
 from scripts.chromium import CHROMIUM_ARGS  # noqa: E402
 
 logger = logging.getLogger("screenshot_view")
@@ -30,15 +32,13 @@ def chromium_path() -> str:
     return os.environ.get("ADMAP_CHROMIUM", "/usr/bin/chromium")
 
 
-def instruction_to_show(page, region: str) -> int:
-    """The index of the page's first instruction in ``region``."""
-    return page.evaluate(
-        """(region) => {
-            const data = JSON.parse(document.getElementById('admap-data').textContent);
-            return data.instructions.region.findIndex((r, i) => r === region && data.instructions.x[i] !== null);
-        }""",
-        region,
-    )
+def instruction_to_show(payload: dict, region: str) -> int:
+    """The index of the page's first instruction in ``region`` that is on the map (-1 if none)."""
+    mode = next(m for m in payload["colourings"] if m["key"] == "region")
+    names = [name.split(" ")[0] for name in mode["names"]]
+    on_map = np.isfinite(payload["instructions"]["x"])
+    found = np.flatnonzero((np.asarray(names)[mode["codes"]] == region) & on_map)
+    return int(found[0]) if len(found) else -1
 
 
 def screenshot(view: Path, out: Path, *, width: int, height: int) -> Path:
@@ -48,8 +48,9 @@ def screenshot(view: Path, out: Path, *, width: int, height: int) -> Path:
         page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
         page.goto(view.resolve().as_uri())
         page.wait_for_selector("html[data-ready=true]", state="attached")
-        opened = instruction_to_show(page, "high_mean")
-        hovered = instruction_to_show(page, "high_variance")
+        payload = read_page(view)
+        opened = instruction_to_show(payload, "high_mean")
+        hovered = instruction_to_show(payload, "high_variance")
         if opened >= 0:
             point = page.evaluate("(i) => window.admapView.project(i)", opened)
             page.mouse.click(point["x"], point["y"])
