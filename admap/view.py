@@ -556,6 +556,7 @@ def build_payload(
     texts: str = INLINE,
     name: str = "admap",
     run_dir: str | None = None,
+    page: PageInstructions | None = None,
 ) -> dict:
     """The page's data: ``meta`` (titles, counts, thresholds), ``instructions`` (ids, positions, statistics), the
     ``colourings``, the suspect pairs and, where `admap neighbours` ran (``neighbourhoods``), the ``semantic``
@@ -568,10 +569,12 @@ def build_payload(
     ``text_budget`` characters, the instructions first in `text_priority` keep theirs whole and the rest are
     shortened, longest first. With ``texts`` ``"served"`` there are none: the page asks `admap view --serve`.
     ``name`` names the export's file; ``run_dir``, the run folder as the command that wrote the page was given it
-    (``name`` when None), goes into the `admap select` command lines the page shows."""
+    (``name`` when None), goes into the `admap select` command lines the page shows. ``page``: the instructions
+    shown, where the caller has them already (`admap view --serve` answers from the same); else they are
+    ``max_points`` of ``map_table`` (`PageInstructions.of`)."""
     if texts not in (INLINE, SERVED):
         raise ValueError(f"texts must be {INLINE!r} or {SERVED!r}, got {texts!r}")
-    page = PageInstructions.of(map_table, responses, max_points, seed)
+    page = page if page is not None else PageInstructions.of(map_table, responses, max_points, seed)
     table, grouped = page.table, page.responses
     ids = table["instruction_id"].astype(str).tolist()
     thresholds = summary.get("thresholds", {})

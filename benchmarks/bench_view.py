@@ -320,37 +320,21 @@ def measure_run(browser, run: Path, label: str, tmp: Path, shots: Path | None = 
         return shots / f"{slug}-{kind}.png" if shots is not None else None
 
     map_table = pd.read_parquet(run / "map.parquet")
+    peer = peer_figure(run, tmp / f"{label}.png")
+
+    def row(kind: str, url: str, size: int, build_s: float) -> dict:
+        measured = measure_page(browser, url, map_table, tmp, shot(kind.replace(" ", "-")))
+        common = {"dataset": label, "instructions": len(map_table), "page": kind}
+        return {**common, "bytes": size, "build_s": build_s, **measured, **peer}
+
     started = time.perf_counter()
     page_path = view_page(run, tmp / f"{label}.html")
-    build_s = time.perf_counter() - started
-    peer = peer_figure(run, tmp / f"{label}.png")
-    rows = [
-        {
-            "dataset": label,
-            "instructions": len(map_table),
-            "page": "single file",
-            "bytes": page_path.stat().st_size,
-            "build_s": build_s,
-            **measure_page(browser, page_path.as_uri(), map_table, tmp, shot("single-file")),
-            **peer,
-        }
-    ]
+    rows = [row("single file", page_path.as_uri(), page_path.stat().st_size, time.perf_counter() - started)]
     started = time.perf_counter()
     with served(run) as url:
         build_s = time.perf_counter() - started
         with urllib.request.urlopen(url) as response:
-            served_bytes = len(response.read())
-        rows.append(
-            {
-                "dataset": label,
-                "instructions": len(map_table),
-                "page": "served",
-                "bytes": served_bytes,
-                "build_s": build_s,
-                **measure_page(browser, url, map_table, tmp, shot("served")),
-                **peer,
-            }
-        )
+            rows.append(row("served", url, len(response.read()), build_s))
     return rows
 
 

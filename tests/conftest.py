@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,33 @@ def chat_server():
 
     with ChatServer() as server:
         yield server
+
+
+def chromium_path() -> str | None:
+    """The Chromium the browser tests drive: $ADMAP_CHROMIUM, else Debian's."""
+    for candidate in (os.environ.get("ADMAP_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright and the Chromium to launch; one per module (the sync API cannot nest)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install playwright (setup.sh)")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no Chromium found (/usr/bin/chromium or $ADMAP_CHROMIUM); scripts/setup.sh installs it")
+    with sync_api.sync_playwright() as playwright:
+        yield playwright, path
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    """Headless Chromium with the project's flags (scripts/chromium.py), one per module."""
+    from scripts.chromium import CHROMIUM_ARGS
+
+    driver, path = playwright
+    browser = driver.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()

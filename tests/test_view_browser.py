@@ -10,10 +10,8 @@ the semantic view's run, which `admap neighbours` embeds with its sentence-trans
 import io
 import json
 import logging
-import os
 import re
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -50,13 +48,6 @@ HOSTILE = (
     '<svg onload="window.__pwned = 3; alert(3)"></svg><style>body { display: none }</style>',
     '<iframe src="javascript:alert(4)"></iframe><a href="javascript:alert(5)">click</a>',
 )
-
-
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("ADMAP_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
 
 
 def instruction_id(k: int) -> str:
@@ -154,24 +145,6 @@ def hostile_view(tmp_path_factory) -> Path:
         lambda k, j: HOSTILE[j] if k == 3 else f"plain response {j}",
     )
     return run_view(ViewConfig(run_dir=str(run_dir)))
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    """Playwright and the Chromium to launch; one per module (the sync API cannot nest)."""
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no Chromium found (/usr/bin/chromium or $ADMAP_CHROMIUM); scripts/setup.sh installs it")
-    with sync_api.sync_playwright() as playwright:
-        yield playwright, path
-
-
-@pytest.fixture(scope="module")
-def browser(playwright):
-    driver, path = playwright
-    browser = driver.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
 
 
 class Opened:

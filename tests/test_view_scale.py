@@ -26,8 +26,6 @@ from benchmarks.bench_view import (
     served,
     write_synthetic_run,
 )
-from scripts.chromium import CHROMIUM_ARGS
-from tests.test_view_browser import chromium_path
 
 pytestmark = pytest.mark.slow
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs Playwright: pip install playwright (setup.sh)")
@@ -37,17 +35,6 @@ logger = logging.getLogger(__name__)
 
 # Legible: nearly every sampled pixel in a region's area has the region's colour, drawn at least half strength.
 LEGIBLE_SHARE, LEGIBLE_STRENGTH = 0.9, 0.5
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = chromium_path()
-    if path is None:
-        pytest.skip("no Chromium found (/usr/bin/chromium or $ADMAP_CHROMIUM); scripts/setup.sh installs it")
-    with sync_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def assert_legible(page, map_table: pd.DataFrame) -> None:

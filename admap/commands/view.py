@@ -64,7 +64,7 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         regions = other.map_table(["instruction_id", "region"])
         others.append(view.OtherRun(label, regions.set_index("instruction_id")["region"]))
     map_table, scores = run.map_table(), run.scores()
-    served = view.SERVED if config.serve else view.INLINE
+    page = view.PageInstructions.of(map_table, scores, config.max_points or None, config.seed)
     payload = view.build_payload(
         map_table,
         scores,
@@ -76,14 +76,13 @@ def run_view(config: ViewConfig, *, progress: bool = True, command: str | None =
         max_points=config.max_points or None,
         seed=config.seed,
         text_budget=config.text_budget,
-        texts=served,
+        texts=view.SERVED if config.serve else view.INLINE,
         name=run.path.name,
         run_dir=config.run_dir,
+        page=page,
     )
     if config.serve:
-        texts = view.PageInstructions.of(map_table, scores, config.max_points or None, config.seed)
-        page = view.render_html(payload).encode("utf-8")
-        view.serve(view.PageServer(page, "view.html", config.port, texts))
+        view.serve(view.PageServer(view.render_html(payload).encode("utf-8"), "view.html", config.port, page))
         return None
     out = Path(config.out) if config.out else run.path / "view.html"
     with run.writing(out):
